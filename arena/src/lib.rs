@@ -1,0 +1,34 @@
+//! cella's fixed memory.
+//!
+//! At startup one [`Region`] is mapped and carved into per-worker, per-slot and per-connection
+//! spans ([`WorkerMemory`]). A slot's arena is an [`Arena`]: a bump allocator that never grows,
+//! is reset in O(1), and wiped (only its used part) when its request ends. The
+//! [`RoutingAlloc`] global allocator sends every allocation made while a handler runs to that
+//! handler's arena, and counts every system allocation made by a *sealed* thread outside one.
+//!
+//! Values placed in an arena never have their `Drop` run by the arena: memory is reclaimed by
+//! the wipe. Anything that must be released (a file descriptor, a reactor registration) is
+//! released by the runtime from a table it owns, never by `Drop` of arena memory.
+
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+compile_error!(
+    "cella supports Linux on x86_64 only: its slot stacks, guard pages and fault handling are \
+     written and tested for that target"
+);
+
+mod arena;
+mod collections;
+mod region;
+mod route;
+mod sys;
+
+pub use arena::{AllocError, Arena};
+pub use collections::{ArenaString, ArenaVec};
+pub use region::{
+    ConnectionMemory, Region, RegionError, RegionOptions, SlotMemory, Span, WorkerMemory,
+};
+pub use route::{
+    enter, leave, seal_current_thread, sealed_system_calls, unseal_current_thread, Route,
+    RoutingAlloc,
+};
+pub use sys::page_size;

@@ -1,0 +1,265 @@
+//! The region: one anonymous mapping made at startup, carved into spans, never remapped.
+
+use std::fmt;
+use std::io;
+use std::ptr::NonNull;
+
+use cella_shared::plan::MemoryPlan;
+use memmap2::{MmapMut, MmapOptions};
+
+use crate::route;
+use crate::sys::{self, Protection};
+
+/// A span of the region: a pointer and a length. It is plain data; whoever holds it may only
+/// use it while the region is alive (the runtime joins its workers before dropping the region).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub ptr: NonNull<u8>,
+    pub len: usize,
+}
+
+// SAFETY: a Span is an address range, not an owner; the region it points into is shared
+// between threads only by handing each span to exactly one worker, which alone touches it.
+unsafe impl Send for Span {}
+
+impl Span {
+    pub fn new(ptr: *mut u8, len: usize) -> Span {
+        Span { ptr: NonNull::new(ptr).expect("a span is never null"), len }
+    }
+
+    pub fn end(&self) -> usize {
+        self.ptr.as_ptr() as usize + self.len
+    }
+
+    pub fn contains(&self, address: usize) -> bool {
+        (self.ptr.as_ptr() as usize..self.end()).contains(&address)
+    }
+
+    /// Makes the span inaccessible, or accessible again. The span must be whole pages of the
+    /// region (every span `Region::carve` makes is).
+    pub fn protect(&self, readable_writable: bool) -> io::Result<()> {
+        let protection = if readable_writable { Protection::ReadWrite } else { Protection::None };
+        sys::protect(self.ptr.as_ptr(), self.len, protection)
+    }
+}
+
+/// One slot: `[guard page | stack | arena]`, in address order, so that a stack (which grows
+/// down) that overflows hits the guard page, never another slot.
+#[derive(Clone, Copy, Debug)]
+pub struct SlotMemory {
+    pub guard: Span,
+    pub stack: Span,
+    pub arena: Span,
+}
+
+/// One connection's fixed buffers.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionMemory {
+    pub read: Span,
+    pub write: Span,
+}
+
+/// Everything one worker owns in the region.
+#[derive(Debug)]
+pub struct WorkerMemory {
+    pub signal_stack: Span,
+    pub panic_reserve: Span,
+    pub slots: Vec<SlotMemory>,
+    pub connections: Vec<ConnectionMemory>,
+}
+
+/// How the region is brought into memory at startup.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RegionOptions {
+    /// Populate every page at map time (MAP_POPULATE), so the resident size is fixed at once.
+    pub prefault: bool,
+    /// mlock the whole region.
+    pub mlock: bool,
+    /// Start with every slot arena inaccessible (quarantine test mode).
+    pub quarantine: bool,
+}
+
+/// Why the region could not be set up. The process refuses to start with this message.
+#[derive(Debug)]
+pub struct RegionError {
+    pub step: &'static str,
+    pub bytes: u64,
+    pub source: io::Error,
+}
+
+impl fmt::Display for RegionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot {} the {}-byte region: {}", self.step, self.bytes, self.source)?;
+        if self.step == "mlock" {
+            write!(f, " (raise RLIMIT_MEMLOCK with `ulimit -l`, or set mlock = false)")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RegionError {}
+
+/// The one mapping. Dropping it unmaps everything: the owner drops it only after every worker
+/// that holds spans of it has been joined.
+pub struct Region {
+    map: MmapMut,
+    plan: MemoryPlan,
+    registry_index: usize,
+}
+
+impl Region {
+    /// Maps the region for `plan`, protects its guard pages, and optionally populates and
+    /// locks it.
+    pub fn map(plan: &MemoryPlan, options: RegionOptions) -> Result<Region, RegionError> {
+        let bytes = plan.total_bytes;
+        let fail = |step, source| RegionError { step, bytes, source };
+        let len =
+            usize::try_from(bytes).map_err(|_| fail("map", io::ErrorKind::InvalidInput.into()))?;
+        let mut map_options = MmapOptions::new();
+        map_options.len(len);
+        if options.prefault {
+            map_options.populate();
+        }
+        let map = map_options.map_anon().map_err(|e| fail("map", e))?;
+        if options.mlock {
+            sys::lock(map.as_ptr().cast_mut(), len).map_err(|e| fail("mlock", e))?;
+        }
+        let registry_index = route::register_region(map.as_ptr() as usize, len)
+            .ok_or_else(|| fail("register", io::Error::other("too many regions in one process")))?;
+        let region = Region { map, plan: *plan, registry_index };
+        for worker in region.carve() {
+            for slot in &worker.slots {
+                slot.guard.protect(false).map_err(|e| fail("protect the guard pages of", e))?;
+                if options.quarantine {
+                    slot.arena.protect(false).map_err(|e| fail("quarantine", e))?;
+                }
+            }
+        }
+        Ok(region)
+    }
+
+    pub fn plan(&self) -> &MemoryPlan {
+        &self.plan
+    }
+
+    pub fn as_span(&self) -> Span {
+        Span::new(self.map.as_ptr().cast_mut(), self.map.len())
+    }
+
+    /// Splits the region into the spans of each worker, following the layout in
+    /// `cella_shared::plan`. Carving is pure arithmetic: calling it twice gives the same spans.
+    pub fn carve(&self) -> Vec<WorkerMemory> {
+        let plan = &self.plan;
+        let mut cursor = Carver {
+            next: self.map.as_ptr() as usize,
+            end: self.map.as_ptr() as usize + self.map.len(),
+        };
+        let mut workers: Vec<WorkerMemory> = (0..plan.workers)
+            .map(|_| WorkerMemory {
+                signal_stack: cursor.take(plan.signal_stack_size),
+                panic_reserve: cursor.take(plan.panic_reserve_size),
+                slots: Vec::new(),
+                connections: Vec::new(),
+            })
+            .collect();
+        for (index, worker) in workers.iter_mut().enumerate() {
+            let count = MemoryPlan::share(plan.slots, plan.workers, index);
+            worker.slots = (0..count)
+                .map(|_| SlotMemory {
+                    guard: cursor.take(plan.guard_size),
+                    stack: cursor.take(plan.slot_stack_size),
+                    arena: cursor.take(plan.slot_arena_size),
+                })
+                .collect();
+        }
+        for (index, worker) in workers.iter_mut().enumerate() {
+            let count = MemoryPlan::share(plan.connections, plan.workers, index);
+            worker.connections = (0..count)
+                .map(|_| ConnectionMemory {
+                    read: cursor.take(plan.read_buffer_size),
+                    write: cursor.take(plan.write_buffer_size),
+                })
+                .collect();
+        }
+        assert_eq!(cursor.next, cursor.end, "the plan's total matches its parts");
+        workers
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        route::unregister_region(self.registry_index);
+    }
+}
+
+struct Carver {
+    next: usize,
+    end: usize,
+}
+
+impl Carver {
+    fn take(&mut self, bytes: u64) -> Span {
+        let len = usize::try_from(bytes).expect("the plan fits in the address space");
+        assert!(self.next + len <= self.end, "the plan's total covers every span");
+        let span = Span::new(self.next as *mut u8, len);
+        self.next += len;
+        span
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cella_shared::Config;
+
+    fn small_plan() -> MemoryPlan {
+        let mut config = Config::default();
+        config.slots = 3;
+        config.connections_max = 5;
+        config.slot_arena_size = cella_shared::config::Size(64 << 10);
+        config.request_body_size_max = cella_shared::config::Size(16 << 10);
+        config.validate(sys::page_size() as u64).unwrap();
+        MemoryPlan::new(&config, 2, sys::page_size() as u64)
+    }
+
+    #[test]
+    fn carving_covers_the_region_without_overlap() {
+        let region =
+            Region::map(&small_plan(), RegionOptions { prefault: true, ..Default::default() })
+                .unwrap();
+        let workers = region.carve();
+        assert_eq!(workers.len(), 2);
+        assert_eq!(workers[0].slots.len() + workers[1].slots.len(), 3);
+        assert_eq!(workers[0].connections.len() + workers[1].connections.len(), 5);
+        let mut spans: Vec<Span> = Vec::new();
+        for worker in &workers {
+            spans.extend([worker.signal_stack, worker.panic_reserve]);
+            for slot in &worker.slots {
+                assert_eq!(
+                    slot.guard.end(),
+                    slot.stack.ptr.as_ptr() as usize,
+                    "guard sits below the stack"
+                );
+                assert_eq!(slot.guard.ptr.as_ptr() as usize % sys::page_size(), 0);
+                spans.extend([slot.guard, slot.stack, slot.arena]);
+            }
+            for connection in &worker.connections {
+                spans.extend([connection.read, connection.write]);
+            }
+        }
+        let total: usize = spans.iter().map(|s| s.len).sum();
+        assert_eq!(total, region.as_span().len);
+        spans.sort_by_key(|s| s.ptr.as_ptr() as usize);
+        for pair in spans.windows(2) {
+            assert!(pair[0].end() <= pair[1].ptr.as_ptr() as usize);
+        }
+    }
+
+    #[test]
+    fn a_failed_mapping_is_a_clear_error() {
+        let mut plan = small_plan();
+        plan.total_bytes = 1 << 62;
+        let error = Region::map(&plan, RegionOptions::default()).err().expect("cannot map 4 EiB");
+        assert!(error.to_string().contains("cannot map"), "{error}");
+    }
+}

@@ -1,0 +1,45 @@
+//! The few syscalls the region needs. Every raw call goes through [`syscall!`], which turns -1
+//! into `io::Error`, so raw return codes never leave this module.
+
+use std::io;
+
+macro_rules! syscall {
+    ($call:expr) => {{
+        // SAFETY: each caller states the contract of the call it wraps.
+        let result = unsafe { $call };
+        if result == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(result)
+        }
+    }};
+}
+
+/// The system's page size, from `sysconf(_SC_PAGESIZE)` (never assumed to be 4096).
+pub fn page_size() -> usize {
+    // sysconf(_SC_PAGESIZE) has no preconditions and cannot fail on Linux (sysconf(3)).
+    let size = syscall!(libc::sysconf(libc::_SC_PAGESIZE)).expect("sysconf(_SC_PAGESIZE) succeeds");
+    usize::try_from(size).expect("page size is positive")
+}
+
+/// Access allowed to a span of pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protection {
+    None,
+    ReadWrite,
+}
+
+/// Changes the protection of whole pages. `ptr` must be page-aligned and the span must lie in a
+/// mapping this process owns (mprotect(2)); `Region` only calls it on its own pages.
+pub fn protect(ptr: *mut u8, len: usize, protection: Protection) -> io::Result<()> {
+    let prot = match protection {
+        Protection::None => libc::PROT_NONE,
+        Protection::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+    };
+    syscall!(libc::mprotect(ptr.cast(), len, prot)).map(drop)
+}
+
+/// Locks pages in memory (mlock(2)); they stay locked until unmapped.
+pub fn lock(ptr: *mut u8, len: usize) -> io::Result<()> {
+    syscall!(libc::mlock(ptr.cast(), len)).map(drop)
+}

@@ -1,0 +1,408 @@
+//! The configuration: one table of keys, each with a type, a default and a meaning.
+//!
+//! Every source (defaults, a TOML file, `CELLA_*` environment variables, command-line flags) goes
+//! through the same [`Config::set`] with the value as text, so a key parses the same way
+//! wherever it is written, and an unknown key is an error wherever it appears. Precedence is
+//! applied by the caller: flag > environment > file > default.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::limits;
+use crate::plan::MemoryPlan;
+use crate::size::{format_size, parse_size};
+
+/// A configuration value as text, and back.
+pub trait ConfigValue: Sized {
+    fn parse_text(text: &str) -> Result<Self, String>;
+    fn to_text(&self) -> String;
+}
+
+impl ConfigValue for SocketAddr {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        text.trim()
+            .parse()
+            .map_err(|_| format!("`{text}` is not an address such as 127.0.0.1:8080"))
+    }
+    fn to_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl ConfigValue for u64 {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        text.trim().parse().map_err(|_| format!("`{text}` is not a non-negative integer"))
+    }
+    fn to_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl ConfigValue for usize {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        text.trim().parse().map_err(|_| format!("`{text}` is not a non-negative integer"))
+    }
+    fn to_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl ConfigValue for bool {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(format!("`{text}` is not a boolean (true or false)")),
+        }
+    }
+    fn to_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// A byte size, written with binary units (`256KiB`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Size(pub u64);
+
+impl ConfigValue for Size {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        parse_size(text).map(Size)
+    }
+    fn to_text(&self) -> String {
+        format_size(self.0)
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    UnknownKey { key: String, source: &'static str },
+    BadValue { key: String, message: String },
+    Invalid(String),
+    File(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::UnknownKey { key, source } => {
+                write!(f, "unknown config key `{key}` in {source} (see `cella check-config`)")
+            }
+            ConfigError::BadValue { key, message } => write!(f, "config key `{key}`: {message}"),
+            ConfigError::Invalid(message) => write!(f, "invalid configuration: {message}"),
+            ConfigError::File(message) => write!(f, "config file: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One documented key of the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyInfo {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+macro_rules! config_keys {
+    ($( $(#[doc = $doc:literal])+ $name:ident : $ty:ty = $default:literal ;)*) => {
+        /// The effective configuration. See [`Config::KEYS`] for each key's meaning and default.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Config {
+            $( $(#[doc = $doc])+ pub $name: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config {
+                    $( $name: <$ty as ConfigValue>::parse_text($default)
+                        .expect("built-in default parses"), )*
+                }
+            }
+        }
+
+        impl Config {
+            /// Every key, in the order they are documented.
+            pub const KEYS: &'static [KeyInfo] = &[
+                $( KeyInfo { name: stringify!($name), default: $default,
+                             doc: concat!($($doc, "\n"),+) }, )*
+            ];
+
+            /// Sets `key` from its textual form, as written in any source.
+            pub fn set(&mut self, key: &str, text: &str, source: &'static str)
+                -> Result<(), ConfigError>
+            {
+                match key {
+                    $( stringify!($name) => {
+                        self.$name = <$ty as ConfigValue>::parse_text(text).map_err(|message| {
+                            ConfigError::BadValue { key: key.to_string(), message }
+                        })?;
+                    } )*
+                    _ => return Err(ConfigError::UnknownKey { key: key.to_string(), source }),
+                }
+                Ok(())
+            }
+
+            /// Every key with its effective value as text.
+            pub fn entries(&self) -> Vec<(&'static str, String)> {
+                vec![ $( (stringify!($name), self.$name.to_text()), )* ]
+            }
+        }
+    };
+}
+
+config_keys! {
+    /// Address the listeners bind (each worker binds it with SO_REUSEPORT). Port 0 picks a free
+    /// port; the ready line prints the real one.
+    listen: SocketAddr = "127.0.0.1:8080";
+    /// Worker threads; 0 means one per available core.
+    workers: usize = "0";
+    /// Slots in total, shared out evenly between workers. A request holds one slot while its
+    /// body is read, its handler runs and its response is written.
+    slots: usize = "64";
+    /// Stack of each slot's handler coroutine (rounded up to whole pages). Past it: 500.
+    slot_stack_size: Size = "256KiB";
+    /// Bump arena of each slot: everything a handler allocates. Past it: 500.
+    slot_arena_size: Size = "1MiB";
+    /// Connections held at once, in total, shared out evenly between workers. Past it, new
+    /// connections are closed at once.
+    connections_max: usize = "1024";
+    /// Read buffer of each connection; holds the request head, so it must be at least
+    /// `request_head_size_max`.
+    connection_read_buffer_size: Size = "8KiB";
+    /// Write buffer of each connection: response heads and small bodies are copied here so that
+    /// pipelined responses go out in one write.
+    connection_write_buffer_size: Size = "8KiB";
+    /// Longest request line (method, target, version). Past it: 414.
+    request_line_size_max: Size = "4KiB";
+    /// Largest request head (request line and headers). Past it: 431.
+    request_head_size_max: Size = "8KiB";
+    /// Most header fields in a request. Past it: 431.
+    headers_count_max: usize = "64";
+    /// Largest request body; it is read into the slot's arena, so it must fit there. Past it: 413.
+    request_body_size_max: Size = "256KiB";
+    /// Total time a client has to send a request head, from its first byte (or from the end of
+    /// the previous response). Past it: 408 and close.
+    header_read_timeout_ms: u64 = "10000";
+    /// Total time a client has to send a request body once its head is complete. Past it: 408
+    /// and close.
+    body_read_timeout_ms: u64 = "30000";
+    /// Total time a client has to take a response. Past it: the connection is closed.
+    response_write_timeout_ms: u64 = "30000";
+    /// How long an idle keep-alive connection is kept. Past it: closed quietly.
+    keepalive_idle_timeout_ms: u64 = "60000";
+    /// Total time a handler may take, suspended or not; checked whenever it suspends. Past it:
+    /// 503 and its stack is unwound.
+    handler_timeout_ms: u64 = "30000";
+    /// How long a complete request may wait for a free slot before it gets 503. 0: answer 503 at
+    /// once.
+    slot_wait_timeout_ms: u64 = "0";
+    /// After SIGTERM/SIGINT, how long in-flight requests may take before the process exits
+    /// anyway.
+    drain_timeout_ms: u64 = "10000";
+    /// Value of the Retry-After header on 503 responses, in seconds.
+    retry_after_s: u64 = "1";
+    /// Touch every page of the region at startup, so the resident size is fixed from the start.
+    prefault: bool = "true";
+    /// mlock the region, so it is never swapped. Needs RLIMIT_MEMLOCK (or CAP_IPC_LOCK).
+    mlock: bool = "false";
+    /// Test mode: make each slot's arena inaccessible (mprotect) between requests, so a stale
+    /// access faults at once. Costs two syscalls per request.
+    quarantine: bool = "false";
+    /// Per-worker reserve for a panic that starts when the arena is full: the panic's own
+    /// allocations come from here, so it still ends as a 500.
+    panic_reserve_size: Size = "64KiB";
+    /// Outbound sockets one slot may hold at once.
+    slot_sockets_max: usize = "4";
+    /// Test mode: honour the `x-cella-fail-alloc: K` request header, which fails the K-th
+    /// allocation of the handler. Never enable in production.
+    fault_injection: bool = "false";
+}
+
+impl Config {
+    /// Applies a TOML document (keys at the top level, as in `slots = 64`).
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+        let table: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| ConfigError::File(e.to_string()))?;
+        for (key, value) in &table {
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => {
+                    return Err(ConfigError::BadValue {
+                        key: key.clone(),
+                        message: "expected a string, an integer or a boolean".to_string(),
+                    })
+                }
+            };
+            self.set(key, &text, "the config file")?;
+        }
+        Ok(())
+    }
+
+    /// Applies `CELLA_<KEY>` variables from `vars`. Any other `CELLA_` variable is an error, so
+    /// a misspelt variable is not silently ignored.
+    pub fn apply_env<I>(&mut self, vars: I) -> Result<(), ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        for (name, value) in vars {
+            let Some(key) = name.strip_prefix("CELLA_") else { continue };
+            let key = key.to_ascii_lowercase();
+            self.set(&key, &value, "the environment").map_err(|error| match error {
+                ConfigError::UnknownKey { .. } => {
+                    ConfigError::UnknownKey { key: name.clone(), source: "the environment" }
+                }
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Workers to run: `workers`, or one per available core when it is 0.
+    pub fn workers_resolved(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    }
+
+    /// Checks the relations between keys, and computes the memory plan they imply.
+    pub fn validate(&self, page_size: u64) -> Result<MemoryPlan, ConfigError> {
+        let fail = |message: String| Err(ConfigError::Invalid(message));
+        let workers = self.workers_resolved();
+        if workers > limits::WORKERS_MAX {
+            return fail(format!("workers = {workers} exceeds {}", limits::WORKERS_MAX));
+        }
+        if self.slots < workers || self.slots > limits::SLOTS_MAX {
+            return fail(format!(
+                "slots = {} must be at least workers ({workers}) and at most {}",
+                self.slots,
+                limits::SLOTS_MAX
+            ));
+        }
+        if self.connections_max < workers || self.connections_max > limits::CONNECTIONS_MAX {
+            return fail(format!(
+                "connections_max = {} must be at least workers ({workers}) and at most {}",
+                self.connections_max,
+                limits::CONNECTIONS_MAX
+            ));
+        }
+        if self.slot_stack_size.0 < limits::SLOT_STACK_SIZE_MIN {
+            return fail(format!(
+                "slot_stack_size must be at least {}",
+                format_size(limits::SLOT_STACK_SIZE_MIN)
+            ));
+        }
+        if self.slot_arena_size.0 < limits::SLOT_ARENA_SIZE_MIN {
+            return fail(format!(
+                "slot_arena_size must be at least {}",
+                format_size(limits::SLOT_ARENA_SIZE_MIN)
+            ));
+        }
+        for (key, size) in [
+            ("connection_read_buffer_size", self.connection_read_buffer_size),
+            ("connection_write_buffer_size", self.connection_write_buffer_size),
+        ] {
+            if size.0 < limits::CONNECTION_BUFFER_SIZE_MIN {
+                return fail(format!(
+                    "{key} must be at least {}",
+                    format_size(limits::CONNECTION_BUFFER_SIZE_MIN)
+                ));
+            }
+        }
+        if self.request_head_size_max > self.connection_read_buffer_size {
+            return fail(
+                "request_head_size_max must not exceed connection_read_buffer_size".into(),
+            );
+        }
+        if self.request_line_size_max > self.request_head_size_max {
+            return fail("request_line_size_max must not exceed request_head_size_max".into());
+        }
+        if self.request_body_size_max.0 > self.slot_arena_size.0 / 2 {
+            return fail("request_body_size_max must be at most half of slot_arena_size (the body is read into the arena)".into());
+        }
+        if self.headers_count_max == 0 || self.headers_count_max > limits::HEADERS_COUNT_MAX {
+            return fail(format!(
+                "headers_count_max must be between 1 and {}",
+                limits::HEADERS_COUNT_MAX
+            ));
+        }
+        if self.slot_sockets_max > limits::SLOT_SOCKETS_MAX {
+            return fail(format!("slot_sockets_max must be at most {}", limits::SLOT_SOCKETS_MAX));
+        }
+        let plan = MemoryPlan::new(self, workers, page_size);
+        if plan.total_bytes > limits::REGION_SIZE_MAX {
+            return fail(format!(
+                "the memory plan needs {}, more than the {} cella maps at most",
+                format_size(plan.total_bytes),
+                format_size(limits::REGION_SIZE_MAX)
+            ));
+        }
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let config = Config::default();
+        assert_eq!(config.listen.port(), 8080);
+        config.validate(4096).expect("defaults are valid");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_in_every_source() {
+        let mut config = Config::default();
+        let error = config.apply_toml("slotz = 3").unwrap_err();
+        assert!(matches!(error, ConfigError::UnknownKey { ref key, .. } if key == "slotz"));
+        let error = config.apply_env([("CELLA_SLOTZ".to_string(), "3".to_string())]).unwrap_err();
+        assert!(error.to_string().contains("CELLA_SLOTZ"));
+    }
+
+    #[test]
+    fn values_parse_the_same_from_file_and_env() {
+        let mut from_file = Config::default();
+        from_file.apply_toml("slot_arena_size = \"2MiB\"\nslots = 8\nprefault = false").unwrap();
+        let mut from_env = Config::default();
+        from_env
+            .apply_env([
+                ("CELLA_SLOT_ARENA_SIZE".to_string(), "2MiB".to_string()),
+                ("CELLA_SLOTS".to_string(), "8".to_string()),
+                ("CELLA_PREFAULT".to_string(), "false".to_string()),
+                ("PATH".to_string(), "/bin".to_string()),
+            ])
+            .unwrap();
+        assert_eq!(from_file, from_env);
+        assert_eq!(from_file.slot_arena_size, Size(2 << 20));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut config = Config::default();
+        let error = config.set("slot_arena_size", "1MB", "a flag").unwrap_err();
+        assert!(error.to_string().contains("slot_arena_size"), "{error}");
+        assert!(config.apply_toml("slots = [1]").is_err());
+    }
+
+    #[test]
+    fn body_limit_must_fit_in_the_arena() {
+        let mut config = Config::default();
+        config.request_body_size_max = Size(config.slot_arena_size.0);
+        assert!(config.validate(4096).is_err());
+    }
+
+    #[test]
+    fn every_key_has_a_default_and_a_doc() {
+        let config = Config::default();
+        assert_eq!(Config::KEYS.len(), config.entries().len());
+        for key in Config::KEYS {
+            assert!(!key.doc.trim().is_empty(), "{} has no doc", key.name);
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Hard limits that hold whatever the configuration says.
+//!
+//! Configurable limits (with their defaults) live in [`crate::config`]; the constants here bound
+//! the configuration itself, so that a typo cannot ask for a terabyte or a million threads.
+
+/// Most workers (threads) a server may run. Each costs one OS thread, one epoll instance, and its
+/// share of the region.
+pub const WORKERS_MAX: usize = 256;
+
+/// Most slots a server may run. Each slot costs `slot_stack_size + slot_arena_size + one page`.
+pub const SLOTS_MAX: usize = 1 << 16;
+
+/// Most connections a server may hold. Each costs its read and write buffer plus about 200 bytes
+/// of bookkeeping.
+pub const CONNECTIONS_MAX: usize = 1 << 20;
+
+/// Smallest slot stack: room for the coroutine's entry frame, the handler, and a panic unwinding
+/// through both.
+pub const SLOT_STACK_SIZE_MIN: u64 = 32 << 10;
+
+/// Smallest slot arena that still holds a parsed request and a small response.
+pub const SLOT_ARENA_SIZE_MIN: u64 = 16 << 10;
+
+/// Largest region cella will map (64 GiB): anything bigger is a configuration mistake.
+pub const REGION_SIZE_MAX: u64 = 64 << 30;
+
+/// Most regions one process may map at once. The routing allocator checks a pointer against
+/// each of them on `dealloc`, so this is kept small.
+pub const REGIONS_MAX: usize = 16;
+
+/// Smallest connection buffer: a request line, a few headers, and a response head must fit.
+pub const CONNECTION_BUFFER_SIZE_MIN: u64 = 1 << 10;
+
+/// Most outbound sockets one slot may hold at once (the table the runtime closes on cancel).
+pub const SLOT_SOCKETS_MAX: usize = 64;
+
+/// Most headers a request may carry whatever the configuration says: the parse array lives on
+/// the worker's stack (32 bytes each).
+pub const HEADERS_COUNT_MAX: usize = 1024;
+
+/// Signal stack of each worker (one per worker, carved from the region): the SIGSEGV handler
+/// that turns a slot's stack overflow into a 500 runs here, because the faulting stack is full.
+pub const SIGNAL_STACK_SIZE: u64 = 64 << 10;
