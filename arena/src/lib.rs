@@ -25,7 +25,7 @@ mod sys;
 pub use arena::{AllocError, Arena};
 pub use collections::{ArenaString, ArenaVec};
 pub use region::{
-    ConnectionMemory, Region, RegionError, RegionOptions, SlotMemory, Span, WorkerMemory,
+    Buffer, ConnectionMemory, Region, RegionError, RegionOptions, SlotMemory, Span, WorkerMemory,
 };
 pub use route::{
     enter, leave, seal_current_thread, sealed_system_calls, unseal_current_thread, Route,

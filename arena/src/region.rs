@@ -263,3 +263,31 @@ mod tests {
         assert!(error.to_string().contains("cannot map"), "{error}");
     }
 }
+
+/// A fixed byte buffer over a span that it alone uses (a connection's read or write buffer).
+pub struct Buffer {
+    span: Span,
+}
+
+impl Buffer {
+    /// # Safety
+    /// `span` must be valid for reads and writes while the buffer lives, and used by nothing
+    /// else meanwhile (each connection span is handed to exactly one `Buffer`).
+    pub unsafe fn new(span: Span) -> Buffer {
+        Buffer { span }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.span.len
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the span is valid and exclusively ours (contract of `new`).
+        unsafe { std::slice::from_raw_parts(self.span.ptr.as_ptr(), self.span.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`; `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.span.ptr.as_ptr(), self.span.len) }
+    }
+}

@@ -1,1 +1,45 @@
-//! placeholder
+//! cella: a web runtime whose memory is fixed at startup.
+//!
+//! At startup cella maps one region and carves it into slots. Each request being handled owns
+//! one slot: a stack for its handler and a bump arena for everything it allocates. A handler
+//! that exceeds its arena or its stack, or panics, gets its client a 500 and nobody else
+//! notices; when every slot is busy new requests get an immediate 503.
+//!
+//! ```no_run
+//! use cella::{handler_fn, Config, Response, Router, Server};
+//!
+//! let app = Router::new().get("/hello/{name}", handler_fn(|req| {
+//!     Response::text(format!("hello, {}\n", req.param("name").unwrap_or("world")))
+//! }));
+//! let server = Server::new(Config::default(), app).start().expect("server starts");
+//! println!("listening on http://{}", server.local_addr());
+//! ```
+//!
+//! Link with `#[global_allocator] static A: cella::RoutingAlloc = cella::RoutingAlloc;` so that
+//! ordinary allocations inside handlers land in the slot's arena.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod cancel;
+pub mod cli;
+pub mod demo;
+mod handler;
+pub mod http;
+pub mod net;
+mod panic_hook;
+mod router;
+mod server;
+mod slot_request;
+mod sys;
+mod worker;
+
+pub use cella_arena::{AllocError, Arena, ArenaString, ArenaVec, RoutingAlloc};
+pub use cella_shared::{Config, ConfigError, MemoryPlan};
+pub use handler::{handler_fn, Body, Handler, Method, Params, Request, Response, StatusCode, Text};
+pub use router::Router;
+pub use server::{RunningServer, Server, StartError, Stats};
+
+/// Descriptors open in this process (Linux: /proc/self/fd), for tests and diagnostics.
+pub fn open_fd_count() -> std::io::Result<usize> {
+    sys::open_fd_count()
+}

@@ -1,0 +1,281 @@
+//! The cancellation primitive: a handler runs as a stackful coroutine on its slot's stack, and
+//! can be left three ways besides returning.
+//!
+//! - **Clean**: the scheduler resumes a suspended handler with [`Wake::Cancel`]; the handler's
+//!   suspend point starts an unwind (no panic hook runs) that drops every frame's values up to
+//!   the coroutine's root, where it is caught and reported as [`Fault::Cancelled`].
+//! - **Hard, arena spent**: the routing allocator calls [`on_arena_exhausted`] on the handler's
+//!   stack; it suspends with [`Yield::Overrun`] and the scheduler never resumes it, but abandons
+//!   the stack with `force_reset` (no destructors run; the arena is wiped instead).
+//! - **Hard, stack overflow**: the fault handler (in `sys`) sees a fault in the running slot's
+//!   guard page and redirects the coroutine to return [`Fault::StackOverflow`].
+//! - **Panic**: the panic unwinds the handler's own frames (all on the slot stack) and is caught
+//!   at the root as [`Fault::Panicked`]. We unwind rather than abandon here because std keeps
+//!   per-thread panic state (the panic count, "in hook") that only a completed unwind resets;
+//!   abandoning the stack from inside the hook would make the next panic abort the process.
+//!   Allocations made while unwinding come from the worker's reserve when the arena is spent.
+//!
+//! Invariants (docs/architecture.md): no setjmp anywhere; only frames on the slot's stack are
+//! ever abandoned; between the root and the handler there are only this module's frames (no
+//! locks, no `RefCell` borrows); after a hard cancel nothing on that stack is touched again.
+//!
+//! This module imports nothing else from the runtime.
+
+use std::alloc::Layout;
+use std::any::Any;
+use std::cell::Cell;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
+use std::time::Instant;
+
+use corosensei::stack::{Stack, StackPointer};
+use corosensei::trap::{CoroutineTrapHandler, TrapHandlerRegs};
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+
+use cella_arena::SlotMemory;
+
+/// What a suspended handler waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wait {
+    /// An outbound socket of the slot (its index in the slot's socket table) and whether the
+    /// handler needs it writable (else readable).
+    pub socket: Option<(usize, bool)>,
+    /// When to give up waiting (resumed with [`Wake::TimedOut`]).
+    pub deadline: Option<Instant>,
+}
+
+/// Why a handler's coroutine gave control back without finishing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Yield {
+    Wait(Wait),
+    /// The arena is spent: never resume; abandon.
+    Overrun,
+}
+
+/// What a suspended handler is resumed with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    Start,
+    Ready,
+    TimedOut,
+    /// Unwind now: the handler's deadline passed or its client went away.
+    Cancel,
+}
+
+/// How a handler ended other than by returning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Panicked,
+    StackOverflow,
+    Cancelled,
+}
+
+/// The unwind payload of a clean cancellation (zero-sized: boxing it allocates nothing).
+struct Cancelled;
+
+/// A slot's stack as corosensei sees it: `limit` includes the guard page.
+#[derive(Clone, Copy, Debug)]
+pub struct SlotStack {
+    base: StackPointer,
+    limit: StackPointer,
+}
+
+impl SlotStack {
+    pub fn new(slot: &SlotMemory) -> SlotStack {
+        let base = slot.stack.end() & !15;
+        SlotStack {
+            base: StackPointer::new(base).expect("the stack is not at address 0"),
+            limit: StackPointer::new(slot.guard.ptr.as_ptr() as usize).expect("not at address 0"),
+        }
+    }
+}
+
+// SAFETY: base and limit are 16-byte aligned (the stack span is page-aligned and we align the
+// end down), the span between them is owned by this slot alone, and the lowest page of it is a
+// PROT_NONE guard page, as corosensei requires of a `Stack`.
+unsafe impl Stack for SlotStack {
+    fn base(&self) -> StackPointer {
+        self.base
+    }
+    fn limit(&self) -> StackPointer {
+        self.limit
+    }
+}
+
+type Co<R> = Coroutine<Wake, Yield, Result<R, Fault>, SlotStack>;
+
+/// Everything the fault handler needs to turn an overflow into a return; lives in the `Task`.
+struct TrapContext {
+    guard_start: usize,
+    guard_end: usize,
+    handler: *const (),
+    redirect: unsafe fn(*const ()) -> TrapHandlerRegs,
+    stack_ptr_in_bounds: unsafe fn(*const (), usize) -> bool,
+}
+
+thread_local! {
+    /// The yielder of the coroutine running on this thread, erased; null when none runs.
+    static YIELDER: Cell<*const Yielder<Wake, Yield>> = const { Cell::new(ptr::null()) };
+    /// The running task's trap context; null when none runs.
+    static TRAP: Cell<*const TrapContext> = const { Cell::new(ptr::null()) };
+}
+
+/// One handler execution on one slot.
+pub struct Task<R: 'static> {
+    coroutine: Co<R>,
+    trap_handler: CoroutineTrapHandler<Result<R, Fault>>,
+    trap: TrapContext,
+}
+
+/// What `Task::resume` reports.
+#[derive(Debug)]
+pub enum Step<R> {
+    Finished(Result<R, Fault>),
+    Suspended(Wait),
+    /// The arena was spent; the stack has already been abandoned.
+    Overrun,
+}
+
+impl<R: 'static> Task<R> {
+    /// Prepares `job` to run on `slot`'s stack. Nothing runs until [`Task::resume`].
+    pub fn new<F: FnOnce() -> R + 'static>(slot: &SlotMemory, job: F) -> Task<R> {
+        let coroutine = Co::with_stack(SlotStack::new(slot), move |yielder, _start| {
+            YIELDER.with(|current| current.set(yielder));
+            let result = panic::catch_unwind(AssertUnwindSafe(job));
+            result.map_err(|payload: Box<dyn Any + Send>| {
+                if payload.is::<Cancelled>() {
+                    Fault::Cancelled
+                } else {
+                    Fault::Panicked
+                }
+            })
+        });
+        let trap_handler = coroutine.trap_handler();
+        Task {
+            coroutine,
+            trap_handler,
+            trap: TrapContext {
+                guard_start: slot.guard.ptr.as_ptr() as usize,
+                guard_end: slot.guard.end(),
+                handler: ptr::null(),
+                redirect: redirect::<R>,
+                stack_ptr_in_bounds: stack_ptr_in_bounds::<R>,
+            },
+        }
+    }
+
+    /// Runs the handler until it returns, suspends or is cancelled.
+    ///
+    /// The task must not move while it runs (the fault handler holds a pointer to it); the
+    /// runtime keeps tasks in a table that never reallocates.
+    pub fn resume(&mut self, wake: Wake) -> Step<R> {
+        self.trap.handler = ptr::addr_of!(self.trap_handler).cast();
+        TRAP.with(|trap| trap.set(&self.trap));
+        let result = self.coroutine.resume(wake);
+        TRAP.with(|trap| trap.set(ptr::null()));
+        YIELDER.with(|current| current.set(ptr::null()));
+        match result {
+            CoroutineResult::Return(result) => Step::Finished(result),
+            CoroutineResult::Yield(Yield::Wait(wait)) => Step::Suspended(wait),
+            CoroutineResult::Yield(Yield::Overrun) => {
+                // SAFETY: the coroutine is suspended inside the allocator and will never be
+                // resumed; its frames are abandoned without running destructors, which is
+                // sound because nothing outside the slot points into that stack or needs its
+                // destructors for memory safety (the arena is wiped; sockets are closed from
+                // the runtime's table), and no lock is held between the root and the handler.
+                unsafe { self.coroutine.force_reset() };
+                Step::Overrun
+            }
+        }
+    }
+}
+
+impl<R: 'static> Task<R> {
+    /// Abandons a suspended task that will not stop when cancelled (it caught the unwind).
+    pub fn abandon(&mut self) {
+        // SAFETY: as for `Yield::Overrun` in `resume`: the stack is never touched again, and
+        // nothing outside it needs its destructors for memory safety.
+        unsafe { self.coroutine.force_reset() };
+    }
+}
+
+/// Suspends the running handler until the scheduler wakes it. Must be called on a handler's
+/// stack; returns `None` when called outside one.
+pub fn suspend(wait: Wait) -> Option<Wake> {
+    let yielder = YIELDER.with(Cell::get);
+    if yielder.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null YIELDER points at the running coroutine's yielder, which lives on its
+    // stack for as long as the coroutine runs, and we are on that stack.
+    let wake = unsafe { (*yielder).suspend(Yield::Wait(wait)) };
+    // Other coroutines ran meanwhile and set their own yielder: put ours back.
+    YIELDER.with(|current| current.set(yielder));
+    Some(wake)
+}
+
+/// Starts a clean cancellation: unwinds the handler's frames up to the coroutine's root.
+pub fn unwind_cancelled() -> ! {
+    panic::resume_unwind(Box::new(Cancelled))
+}
+
+/// Whether a handler is running on this thread now.
+pub fn in_handler() -> bool {
+    !YIELDER.with(Cell::get).is_null()
+}
+
+/// The routing allocator's `on_exhausted`: leaves the handler's stack for good.
+///
+/// # Safety
+/// Must be called on a handler's stack (the routing allocator only calls it while a route,
+/// and so a handler, is active on this thread).
+pub unsafe fn on_arena_exhausted(_layout: Layout) -> ! {
+    let yielder = YIELDER.with(Cell::get);
+    if !yielder.is_null() {
+        // SAFETY: as in `suspend`. The scheduler answers `Yield::Overrun` with `force_reset`
+        // and never resumes this stack.
+        unsafe { (*yielder).suspend(Yield::Overrun) };
+    }
+    crate::sys::write_stderr(b"cella: fatal: arena exhausted outside a handler's stack\n");
+    std::process::abort()
+}
+
+unsafe fn redirect<R: 'static>(handler: *const ()) -> TrapHandlerRegs {
+    // SAFETY: `handler` is the `trap_handler` of the running `Task<R>` (set in `resume`).
+    let handler = unsafe { &*(handler as *const CoroutineTrapHandler<Result<R, Fault>>) };
+    // SAFETY: we are in the fault handler for this coroutine, with its stack pointer in bounds
+    // (checked by the caller); the caller writes the returned registers into the context.
+    unsafe { handler.setup_trap_handler(|| Err(Fault::StackOverflow)) }
+}
+
+unsafe fn stack_ptr_in_bounds<R: 'static>(handler: *const (), stack_pointer: usize) -> bool {
+    // SAFETY: as in `redirect`.
+    let handler = unsafe { &*(handler as *const CoroutineTrapHandler<Result<R, Fault>>) };
+    handler.stack_ptr_in_bounds(stack_pointer)
+}
+
+/// Called by the fault handler: when the fault is in the running slot's guard page and the
+/// faulting stack is that slot's, sets the coroutine up to return `Fault::StackOverflow` and
+/// gives the registers to write; otherwise `None`.
+pub fn redirect_stack_overflow(
+    fault_address: usize,
+    stack_pointer: usize,
+) -> Option<TrapHandlerRegs> {
+    let trap = TRAP.with(Cell::get);
+    if trap.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null TRAP points into the running Task, which does not move while it runs.
+    let trap = unsafe { &*trap };
+    if fault_address < trap.guard_start || fault_address >= trap.guard_end {
+        return None;
+    }
+    // SAFETY: `trap.handler` matches the functions' type parameter (both set by `Task::new`
+    // and `Task::resume` of the same Task).
+    unsafe {
+        if !(trap.stack_ptr_in_bounds)(trap.handler, stack_pointer) {
+            return None;
+        }
+        Some((trap.redirect)(trap.handler))
+    }
+}

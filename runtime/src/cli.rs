@@ -1,0 +1,162 @@
+//! The `cella` command line: `cella serve` and `cella check-config`.
+//!
+//! Configuration precedence: flag > `CELLA_*` environment variable > config file > default.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use crate::handler::Handler;
+use crate::{sys, Config, Server};
+
+/// Flags that set a config key, with the key they set.
+const KEY_FLAGS: &[(&str, &str, &str)] = &[
+    ("listen", "listen", "ADDR"),
+    ("workers", "workers", "N"),
+    ("slots", "slots", "N"),
+    ("slot-arena", "slot_arena_size", "SIZE"),
+    ("slot-stack", "slot_stack_size", "SIZE"),
+    ("max-connections", "connections_max", "N"),
+];
+
+fn config_args(command: Command) -> Command {
+    let mut command =
+        command.arg(Arg::new("config").long("config").value_name("FILE").help("TOML config file"));
+    for (flag, key, value_name) in KEY_FLAGS {
+        command = command
+            .arg(Arg::new(*flag).long(*flag).value_name(*value_name).help(format!("sets `{key}`")));
+    }
+    command.arg(
+        Arg::new("set")
+            .long("set")
+            .value_name("KEY=VALUE")
+            .action(ArgAction::Append)
+            .help("sets any config key (see check-config for the list)"),
+    )
+}
+
+fn command() -> Command {
+    Command::new("cella")
+        .about("A web runtime whose memory is fixed at startup")
+        .subcommand_required(true)
+        .subcommand(config_args(
+            Command::new("serve")
+                .about("Serve (the built-in demo app unless a program embeds its own)"),
+        ))
+        .subcommand(config_args(
+            Command::new("check-config")
+                .about("Validate and print the effective config and memory plan"),
+        ))
+}
+
+/// Builds the effective configuration from every source.
+fn load_config(matches: &ArgMatches) -> Result<Config, String> {
+    let mut config = Config::default();
+    if let Some(path) = matches.get_one::<String>("config") {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {path}: {e}"))?;
+        config.apply_toml(&text).map_err(|e| format!("{path}: {e}"))?;
+    }
+    config.apply_env(std::env::vars()).map_err(|e| e.to_string())?;
+    for (flag, key, _) in KEY_FLAGS {
+        if let Some(value) = matches.get_one::<String>(flag) {
+            config.set(key, value, "a flag").map_err(|e| e.to_string())?;
+        }
+    }
+    for assignment in matches.get_many::<String>("set").into_iter().flatten() {
+        let (key, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| format!("--set {assignment}: expected KEY=VALUE"))?;
+        config.set(key.trim(), value, "a flag").map_err(|e| e.to_string())?;
+    }
+    Ok(config)
+}
+
+/// Runs the command line with the demo app.
+pub fn main() -> ExitCode {
+    main_with(std::env::args_os(), crate::demo::app)
+}
+
+/// Runs the command line, serving the handler `make_handler` builds.
+pub fn main_with<H: Handler>(
+    args: impl IntoIterator<Item = OsString>,
+    make_handler: impl FnOnce() -> H,
+) -> ExitCode {
+    let matches = match command().try_get_matches_from(args) {
+        Ok(matches) => matches,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let (name, sub) = matches.subcommand().expect("a subcommand is required");
+    let config = match load_config(sub) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("cella: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match name {
+        "check-config" => check_config(&config),
+        _ => serve(config, make_handler()),
+    }
+}
+
+fn check_config(config: &Config) -> ExitCode {
+    let plan = match config.validate(cella_arena::page_size() as u64) {
+        Ok(plan) => plan,
+        Err(error) => {
+            eprintln!("cella: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    for (key, value) in config.entries() {
+        println!("{key} = {value}");
+    }
+    println!("# memory plan: {plan}");
+    ExitCode::SUCCESS
+}
+
+fn serve(config: Config, handler: impl Handler) -> ExitCode {
+    if let Err(error) = sys::block_shutdown_signals() {
+        eprintln!("cella: cannot block shutdown signals: {error}");
+        return ExitCode::FAILURE;
+    }
+    let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
+    let server = match Server::new(config, handler).start() {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("cella: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("cella: memory plan: {}", server.plan());
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "listening on http://{}", server.local_addr());
+    let _ = stdout.flush();
+    drop(stdout);
+    cella_arena::seal_current_thread();
+    while sys::wait_shutdown_signal(Duration::from_secs(1)).is_none() {}
+    eprintln!("cella: draining; a second signal exits at once");
+    server.begin_shutdown();
+    let deadline = Instant::now() + drain_timeout;
+    while !server.is_drained() {
+        if sys::wait_shutdown_signal(Duration::from_millis(10)).is_some() {
+            eprintln!("cella: second signal: exiting without draining");
+            std::process::exit(1);
+        }
+        if Instant::now() >= deadline {
+            eprintln!("cella: drain deadline passed with requests in flight; exiting");
+            std::process::exit(1);
+        }
+    }
+    cella_arena::unseal_current_thread();
+    let calls = cella_arena::sealed_system_calls();
+    drop(server);
+    eprintln!("cella: drained; system allocator calls after startup: {calls}");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,289 @@
+//! The Rust handler API: a [`Handler`] turns a borrowed [`Request`] into a [`Response`].
+//!
+//! Everything a request holds is borrowed from its slot: the head and body bytes, the header
+//! table, and the arena. While a handler runs, ordinary allocations (`Vec`, `String`,
+//! `format!`) land in the slot's arena too, when the binary uses [`cella_arena::RoutingAlloc`].
+//! Spending the whole arena ends the request with a 500; other requests never notice.
+//!
+//! What a handler must not do: keep anything allocated during a request after it returns (in a
+//! static, a thread-local or `&self` state): the arena is wiped and reused. Values on a
+//! handler's stack may be abandoned without their destructors running when the request is
+//! cancelled hard (arena spent, stack overflow), so a handler must not allocate while it holds
+//! a lock shared with other requests, and must not pin values that something else points to.
+
+use std::net::SocketAddr;
+
+use cella_arena::Arena;
+pub use http::{Method, StatusCode};
+
+/// Handles requests. `&self` is shared by every worker at once, so shared state needs
+/// synchronisation (and must not hold arena memory: see the module docs).
+pub trait Handler: Send + Sync + 'static {
+    fn handle<'a>(&'a self, request: &Request<'a>) -> Response<'a>;
+}
+
+impl<F> Handler for F
+where
+    F: for<'a> Fn(&Request<'a>) -> Response<'a> + Send + Sync + 'static,
+{
+    fn handle<'a>(&'a self, request: &Request<'a>) -> Response<'a> {
+        self(request)
+    }
+}
+
+/// Helps closures infer the borrowed signature: `handler_fn(|req| Response::text("hi"))`.
+pub fn handler_fn<F>(f: F) -> F
+where
+    F: for<'a> Fn(&Request<'a>) -> Response<'a> + Send + Sync + 'static,
+{
+    f
+}
+
+/// Most path parameters a route may capture.
+pub const PARAMS_MAX: usize = 8;
+
+/// Path parameters captured by the [`crate::Router`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Params<'a> {
+    entries: [(&'a str, &'a str); PARAMS_MAX],
+    len: usize,
+}
+
+impl<'a> Params<'a> {
+    pub(crate) fn push(&mut self, name: &'a str, value: &'a str) {
+        assert!(self.len < PARAMS_MAX, "routes capture at most {PARAMS_MAX} parameters");
+        self.entries[self.len] = (name, value);
+        self.len += 1;
+    }
+
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        self.entries[..self.len].iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        self.entries[..self.len].iter().copied()
+    }
+}
+
+/// A request, borrowed from its slot for the duration of the handler.
+#[derive(Clone)]
+pub struct Request<'a> {
+    pub(crate) method: Method,
+    pub(crate) path: &'a str,
+    pub(crate) query: Option<&'a str>,
+    pub(crate) minor_version: u8,
+    pub(crate) headers: &'a [httparse::Header<'a>],
+    pub(crate) body: &'a [u8],
+    pub(crate) remote: SocketAddr,
+    pub(crate) arena: &'a Arena,
+    pub(crate) params: Params<'a>,
+}
+
+impl<'a> Request<'a> {
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The path, as sent (not percent-decoded).
+    pub fn path(&self) -> &'a str {
+        self.path
+    }
+
+    /// The query string after `?`, as sent.
+    pub fn query(&self) -> Option<&'a str> {
+        self.query
+    }
+
+    /// The raw value of the first query parameter called `name` (parsed on demand).
+    pub fn query_param(&self, name: &str) -> Option<&'a str> {
+        self.query_pairs().find(|(key, _)| *key == name).map(|(_, value)| value)
+    }
+
+    /// Query parameters as raw `(key, value)` pairs, in order.
+    pub fn query_pairs(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.query
+            .unwrap_or("")
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+    }
+
+    /// `(1, 0)` or `(1, 1)`.
+    pub fn version(&self) -> (u8, u8) {
+        (1, self.minor_version)
+    }
+
+    /// The first header called `name` (case-insensitive), if its value is UTF-8.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.header_bytes(name).and_then(|value| std::str::from_utf8(value).ok())
+    }
+
+    /// The first header called `name` (case-insensitive), as bytes.
+    pub fn header_bytes(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+    }
+
+    /// Every header, in the order received.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> {
+        self.headers.iter().map(|h| (h.name, h.value))
+    }
+
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// The slot's arena, for explicit fallible allocation (`try_alloc`, `try_format`,
+    /// `ArenaVec`).
+    pub fn arena(&self) -> &'a Arena {
+        self.arena
+    }
+
+    /// A path parameter captured by the router (`/users/{id}` → `param("id")`).
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        self.params.get(name)
+    }
+
+    pub fn params(&self) -> &Params<'a> {
+        &self.params
+    }
+}
+
+/// Text that is borrowed or owned (owned text lives in the arena while a handler runs).
+#[derive(Debug, Clone)]
+pub enum Text<'a> {
+    Borrowed(&'a str),
+    Owned(String),
+}
+
+impl Text<'_> {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Text::Borrowed(text) => text,
+            Text::Owned(text) => text,
+        }
+    }
+}
+
+impl<'a> From<&'a str> for Text<'a> {
+    fn from(text: &'a str) -> Self {
+        Text::Borrowed(text)
+    }
+}
+
+impl From<String> for Text<'_> {
+    fn from(text: String) -> Self {
+        Text::Owned(text)
+    }
+}
+
+/// A response body.
+#[derive(Debug, Clone, Default)]
+pub enum Body<'a> {
+    #[default]
+    Empty,
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Body<'_> {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Body::Empty => &[],
+            Body::Borrowed(bytes) => bytes,
+            Body::Owned(bytes) => bytes,
+        }
+    }
+}
+
+impl<'a> From<&'a [u8]> for Body<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Body::Borrowed(bytes)
+    }
+}
+
+impl<'a, const N: usize> From<&'a [u8; N]> for Body<'a> {
+    fn from(bytes: &'a [u8; N]) -> Self {
+        Body::Borrowed(bytes)
+    }
+}
+
+impl<'a> From<&'a str> for Body<'a> {
+    fn from(text: &'a str) -> Self {
+        Body::Borrowed(text.as_bytes())
+    }
+}
+
+impl From<Vec<u8>> for Body<'_> {
+    fn from(bytes: Vec<u8>) -> Self {
+        Body::Owned(bytes)
+    }
+}
+
+impl From<String> for Body<'_> {
+    fn from(text: String) -> Self {
+        Body::Owned(text.into_bytes())
+    }
+}
+
+/// A response. `Content-Length`, `Date` and `Connection` are written by the runtime.
+#[derive(Debug, Clone)]
+pub struct Response<'a> {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: Vec<(Text<'a>, Text<'a>)>,
+    pub(crate) body: Body<'a>,
+}
+
+impl<'a> Response<'a> {
+    pub fn new(status: StatusCode) -> Self {
+        Response { status, headers: Vec::new(), body: Body::Empty }
+    }
+
+    /// 200 with a `text/plain; charset=utf-8` body.
+    pub fn text(body: impl Into<Body<'a>>) -> Self {
+        Self::new(StatusCode::OK).header("content-type", "text/plain; charset=utf-8").body(body)
+    }
+
+    /// 200 with an `application/json` body.
+    pub fn json(body: impl Into<Body<'a>>) -> Self {
+        Self::new(StatusCode::OK).header("content-type", "application/json").body(body)
+    }
+
+    /// 200 with an `application/octet-stream` body.
+    pub fn bytes(body: impl Into<Body<'a>>) -> Self {
+        Self::new(StatusCode::OK).header("content-type", "application/octet-stream").body(body)
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Adds a header, sent as given. Content-Length, Transfer-Encoding and Date are the
+    /// runtime's and are dropped; a name that is not a token or a value with CR/LF turns the
+    /// response into a 500 (no header injection).
+    pub fn header(mut self, name: impl Into<Text<'a>>, value: impl Into<Text<'a>>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Body<'a>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().map(|(name, value)| (name.as_str(), value.as_str()))
+    }
+
+    pub fn body_bytes(&self) -> &[u8] {
+        self.body.as_bytes()
+    }
+}

@@ -1,0 +1,169 @@
+//! Response heads, written into any byte sink without allocating.
+
+use super::date::DateCache;
+
+/// The sink is full (a fixed buffer) or its arena is spent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Full;
+
+/// Where encoded bytes go: a fixed buffer or an arena vector.
+pub trait Sink {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Full>;
+}
+
+/// A fixed buffer being filled from `len`.
+pub struct FixedSink<'b> {
+    pub buf: &'b mut [u8],
+    pub len: usize,
+}
+
+impl Sink for FixedSink<'_> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Full> {
+        let end = self.len.checked_add(bytes.len()).ok_or(Full)?;
+        self.buf.get_mut(self.len..end).ok_or(Full)?.copy_from_slice(bytes);
+        self.len = end;
+        Ok(())
+    }
+}
+
+impl Sink for cella_arena::ArenaVec<'_, u8> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Full> {
+        self.try_extend_from_slice(bytes).map_err(|_| Full)
+    }
+}
+
+/// What the connection does after this response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persistence {
+    /// `Connection: close`; the connection ends after the response.
+    Close,
+    /// HTTP/1.1 default: nothing to say.
+    KeepAlive,
+    /// HTTP/1.0 client that asked for keep-alive: say `Connection: keep-alive`.
+    KeepAliveHttp10,
+}
+
+/// The framing part of a head, which the runtime (never the handler) decides.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadFrame<'d> {
+    pub status: u16,
+    pub content_length: usize,
+    pub persistence: Persistence,
+    pub date: &'d DateCache,
+}
+
+fn put_decimal(sink: &mut impl Sink, mut value: usize) -> Result<(), Full> {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    sink.put(&digits[start..])
+}
+
+/// Writes the status line and the runtime's headers (Date, Content-Length, Connection).
+pub fn put_frame(sink: &mut impl Sink, frame: HeadFrame<'_>) -> Result<(), Full> {
+    let reason = http::StatusCode::from_u16(frame.status)
+        .ok()
+        .and_then(|status| status.canonical_reason())
+        .unwrap_or("Unknown");
+    sink.put(b"HTTP/1.1 ")?;
+    put_decimal(sink, usize::from(frame.status))?;
+    sink.put(b" ")?;
+    sink.put(reason.as_bytes())?;
+    sink.put(b"\r\ndate: ")?;
+    sink.put(frame.date.bytes())?;
+    sink.put(b"\r\ncontent-length: ")?;
+    put_decimal(sink, frame.content_length)?;
+    sink.put(match frame.persistence {
+        Persistence::Close => b"\r\nconnection: close\r\n",
+        Persistence::KeepAlive => b"\r\n",
+        Persistence::KeepAliveHttp10 => b"\r\nconnection: keep-alive\r\n",
+    })
+}
+
+/// Whether a handler's header may be sent as given: a token name, a value without CR, LF or
+/// NUL, and not one of the framing headers the runtime owns.
+pub fn header_allowed(name: &str, value: &[u8]) -> bool {
+    let token = !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let clean = !value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0);
+    token && clean
+}
+
+/// Headers the runtime writes itself; a handler's copies are dropped (a handler's
+/// `connection: close` is honoured by closing, and said once, by the runtime).
+pub fn header_owned_by_runtime(name: &str) -> bool {
+    ["content-length", "transfer-encoding", "date", "connection"]
+        .iter()
+        .any(|owned| name.eq_ignore_ascii_case(owned))
+}
+
+/// Writes one header line.
+pub fn put_header(sink: &mut impl Sink, name: &str, value: &[u8]) -> Result<(), Full> {
+    sink.put(name.as_bytes())?;
+    sink.put(b": ")?;
+    sink.put(value)?;
+    sink.put(b"\r\n")
+}
+
+/// Writes a complete error response: head and a one-line plain-text body.
+pub fn put_error(
+    sink: &mut impl Sink,
+    status: u16,
+    message: &str,
+    persistence: Persistence,
+    retry_after_s: Option<u64>,
+    date: &DateCache,
+) -> Result<(), Full> {
+    let frame = HeadFrame { status, content_length: message.len() + 1, persistence, date };
+    put_frame(sink, frame)?;
+    sink.put(b"content-type: text/plain; charset=utf-8\r\n")?;
+    if let Some(seconds) = retry_after_s {
+        sink.put(b"retry-after: ")?;
+        put_decimal(sink, seconds as usize)?;
+        sink.put(b"\r\n")?;
+    }
+    sink.put(b"\r\n")?;
+    sink.put(message.as_bytes())?;
+    sink.put(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_response_is_complete_and_framed() {
+        let date = DateCache::default();
+        let mut buf = [0u8; 256];
+        let mut sink = FixedSink { buf: &mut buf, len: 0 };
+        put_error(&mut sink, 503, "busy", Persistence::KeepAlive, Some(1), &date).unwrap();
+        let text = std::str::from_utf8(&sink.buf[..sink.len]).unwrap();
+        assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\ndate: "));
+        assert!(text.contains("\r\ncontent-length: 5\r\n"));
+        assert!(text.contains("\r\nretry-after: 1\r\n"));
+        assert!(text.ends_with("\r\n\r\nbusy\n"));
+    }
+
+    #[test]
+    fn a_full_sink_fails_instead_of_truncating_silently() {
+        let date = DateCache::default();
+        let mut buf = [0u8; 16];
+        let mut sink = FixedSink { buf: &mut buf, len: 0 };
+        assert_eq!(put_error(&mut sink, 500, "x", Persistence::Close, None, &date), Err(Full));
+    }
+
+    #[test]
+    fn header_injection_is_refused() {
+        assert!(header_allowed("x-a", b"b"));
+        assert!(!header_allowed("x-a", b"b\r\nset-cookie: 1"));
+        assert!(!header_allowed("x a", b"b"));
+        assert!(!header_allowed("", b"b"));
+    }
+}

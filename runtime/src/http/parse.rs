@@ -1,0 +1,300 @@
+//! Request heads: httparse over a fixed header array, then the framing rules that must be
+//! strict because leniency here is what request smuggling feeds on (RFC 9112 §6).
+
+use super::error::ErrorKind;
+
+/// The limits a head is checked against.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadLimits {
+    pub line_bytes_max: usize,
+    pub head_bytes_max: usize,
+}
+
+/// How the body of a request is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed head: the header fields are in the array passed to [`parse_head`].
+#[derive(Clone, Copy, Debug)]
+pub struct Head<'b> {
+    /// Bytes of the head, up to and including the empty line.
+    pub len: usize,
+    pub method: &'b str,
+    pub target: &'b str,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    pub headers_count: usize,
+    pub framing: Framing,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+}
+
+/// Parses a head from `buf`. `Ok(None)`: more bytes are needed (and may come: the limits are
+/// not yet reached).
+/// `headers` need not be initialised: httparse fills the first `Head::headers_count`.
+pub fn parse_head<'b>(
+    buf: &'b [u8],
+    headers: &mut [std::mem::MaybeUninit<httparse::Header<'b>>],
+    limits: HeadLimits,
+) -> Result<Option<Head<'b>>, ErrorKind> {
+    check_request_line(buf, limits.line_bytes_max)?;
+    let mut request = httparse::Request::new(&mut []);
+    let len = match request.parse_with_uninit_headers(buf, headers) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() >= limits.head_bytes_max {
+                return Err(ErrorKind::HeadersTooLarge);
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(ErrorKind::HeadersTooLarge),
+        Err(httparse::Error::Version) => return Err(ErrorKind::UnsupportedVersion),
+        Err(_) => return Err(ErrorKind::MalformedHead),
+    };
+    if len > limits.head_bytes_max {
+        return Err(ErrorKind::HeadersTooLarge);
+    }
+    let (Some(method), Some(target), Some(minor_version)) =
+        (request.method, request.path, request.version)
+    else {
+        return Err(ErrorKind::MalformedHead);
+    };
+    let headers_count = request.headers.len();
+    let fields = analyse_fields(request.headers, minor_version)?;
+    Ok(Some(Head {
+        len,
+        method,
+        target,
+        minor_version,
+        headers_count,
+        framing: fields.framing,
+        keep_alive: fields.keep_alive,
+        expect_continue: fields.expect_continue,
+    }))
+}
+
+/// 414 as soon as the request line is known to be too long, even before the head is complete.
+fn check_request_line(buf: &[u8], line_bytes_max: usize) -> Result<(), ErrorKind> {
+    let window = &buf[..buf.len().min(line_bytes_max + 2)];
+    match window.iter().position(|&b| b == b'\n') {
+        Some(end) if end > line_bytes_max + 1 => Err(ErrorKind::UriTooLong),
+        Some(_) => Ok(()),
+        None if buf.len() > line_bytes_max + 1 => Err(ErrorKind::UriTooLong),
+        None => Ok(()),
+    }
+}
+
+struct Fields {
+    framing: Framing,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+fn analyse_fields(
+    headers: &[httparse::Header<'_>],
+    minor_version: u8,
+) -> Result<Fields, ErrorKind> {
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut chunked_final = false;
+    let mut hosts = 0;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut expect_continue = false;
+    for header in headers {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let length = parse_content_length(header.value)?;
+            if content_length.is_some_and(|previous| previous != length) {
+                return Err(ErrorKind::BadContentLength);
+            }
+            content_length = Some(length);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            for coding in list_items(header.value) {
+                if chunked_final {
+                    // Anything after `chunked` (even another `chunked`) breaks framing.
+                    return Err(ErrorKind::BadTransferEncoding);
+                }
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    chunked_final = true;
+                } else {
+                    return Err(ErrorKind::UnsupportedTransferCoding);
+                }
+            }
+            transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in list_items(header.value) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if !header.value.eq_ignore_ascii_case(b"100-continue") {
+                return Err(ErrorKind::UnsupportedExpectation);
+            }
+            expect_continue = true;
+        }
+    }
+    if hosts > 1 || (minor_version == 1 && hosts == 0) {
+        return Err(ErrorKind::BadHost);
+    }
+    let framing = match (transfer_encoding, content_length) {
+        (true, _) if minor_version == 0 => return Err(ErrorKind::TransferEncodingInHttp10),
+        (true, Some(_)) => return Err(ErrorKind::ConflictingFraming),
+        (true, None) if !chunked_final => return Err(ErrorKind::BadTransferEncoding),
+        (true, None) => Framing::Chunked,
+        (false, Some(0)) | (false, None) => Framing::Empty,
+        (false, Some(length)) => Framing::Length(length),
+    };
+    let keep_alive = if minor_version == 1 { !close } else { keep_alive_token && !close };
+    Ok(Fields { framing, keep_alive, expect_continue: expect_continue && minor_version == 1 })
+}
+
+/// Content-Length: digits only, optionally a list of identical values (RFC 9110 §8.6).
+fn parse_content_length(value: &[u8]) -> Result<u64, ErrorKind> {
+    let mut result: Option<u64> = None;
+    for item in value.split(|&b| b == b',') {
+        let item = trim(item);
+        if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+            return Err(ErrorKind::BadContentLength);
+        }
+        let length = item.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        if result.is_some_and(|previous| previous != length) {
+            return Err(ErrorKind::BadContentLength);
+        }
+        result = Some(length);
+    }
+    result.ok_or(ErrorKind::BadContentLength)
+}
+
+/// Items of a comma-separated header list, trimmed, empty ones skipped.
+fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(trim).filter(|item| !item.is_empty())
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// Splits a request target into path and query. Absolute-form (`http://host/p`) is reduced to
+/// its path; `*` is accepted only for OPTIONS.
+pub fn split_target<'b>(
+    method: &str,
+    target: &'b str,
+) -> Result<(&'b str, Option<&'b str>), ErrorKind> {
+    let path_and_query = if target.starts_with('/') {
+        target
+    } else if target == "*" && method == "OPTIONS" {
+        return Ok(("*", None));
+    } else if let Some(rest) =
+        target.strip_prefix("http://").or_else(|| target.strip_prefix("https://"))
+    {
+        match rest.find('/') {
+            Some(index) => &rest[index..],
+            None if !rest.is_empty() => "/",
+            None => return Err(ErrorKind::BadTarget),
+        }
+    } else {
+        return Err(ErrorKind::BadTarget);
+    };
+    Ok(match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits { line_bytes_max: 64, head_bytes_max: 256 };
+
+    fn parse(text: &str) -> Result<Option<Head<'_>>, ErrorKind> {
+        let mut headers = [std::mem::MaybeUninit::uninit(); 8];
+        parse_head(text.as_bytes(), &mut headers, LIMITS)
+            .map(|head| head.map(|h| Head { method: "", target: "", ..h }))
+    }
+
+    #[test]
+    fn simple_get_is_complete() {
+        let head = parse("GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().unwrap();
+        assert_eq!(head.framing, Framing::Empty);
+        assert!(head.keep_alive);
+        assert_eq!(head.len, 27);
+    }
+
+    #[test]
+    fn partial_head_waits() {
+        assert!(parse("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn smuggling_shapes_are_rejected() {
+        let cases = [
+            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", ErrorKind::ConflictingFraming),
+            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", ErrorKind::BadContentLength),
+            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n", ErrorKind::BadContentLength),
+            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3 4\r\n\r\n", ErrorKind::BadContentLength),
+            ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", ErrorKind::UnsupportedTransferCoding),
+            ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", ErrorKind::BadTransferEncoding),
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", ErrorKind::TransferEncodingInHttp10),
+            ("GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", ErrorKind::MalformedHead),
+            ("GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n", ErrorKind::MalformedHead),
+            ("GET / HTTP/1.1\r\n\r\n", ErrorKind::BadHost),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", ErrorKind::BadHost),
+            ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", ErrorKind::UnsupportedVersion),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse(text).err(), Some(expected), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn identical_content_lengths_are_one() {
+        let head =
+            parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n").unwrap().unwrap();
+        assert_eq!(head.framing, Framing::Length(5));
+    }
+
+    #[test]
+    fn line_and_head_limits() {
+        let at_limit = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(64 - 15));
+        assert!(parse(&at_limit).unwrap().is_some());
+        let past = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(64 - 14));
+        assert_eq!(parse(&past).err(), Some(ErrorKind::UriTooLong));
+        let big_head = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n", "a".repeat(256));
+        assert_eq!(parse(&big_head).err(), Some(ErrorKind::HeadersTooLarge));
+        let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "A: b\r\n".repeat(8));
+        assert_eq!(parse(&many).err(), Some(ErrorKind::HeadersTooLarge));
+    }
+
+    #[test]
+    fn http10_closes_unless_asked() {
+        assert!(!parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().keep_alive);
+        assert!(
+            parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap().keep_alive
+        );
+        assert!(
+            !parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .keep_alive
+        );
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(split_target("GET", "/a?b=1"), Ok(("/a", Some("b=1"))));
+        assert_eq!(split_target("GET", "http://h/x"), Ok(("/x", None)));
+        assert_eq!(split_target("OPTIONS", "*"), Ok(("*", None)));
+        assert_eq!(split_target("GET", "*"), Err(ErrorKind::BadTarget));
+        assert_eq!(split_target("CONNECT", "h:443"), Err(ErrorKind::BadTarget));
+    }
+}

@@ -1,0 +1,247 @@
+//! Starting and stopping a server: validate the configuration, map the region, bind one
+//! SO_REUSEPORT listener per worker, start the workers, and drain them on request.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cella_arena::{Region, RegionError, RegionOptions};
+use cella_shared::{Config, ConfigError, MemoryPlan};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::handler::Handler;
+use crate::worker::{self, Settings, Shared, WorkerSetup, WorkerStats};
+
+/// Pending connections each listener's kernel queue holds.
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// Why a server did not start. The binary prints it and exits non-zero.
+#[derive(Debug)]
+pub enum StartError {
+    Config(ConfigError),
+    Region(RegionError),
+    Io { step: &'static str, source: io::Error },
+    Worker(String),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(error) => error.fmt(f),
+            StartError::Region(error) => error.fmt(f),
+            StartError::Io { step, source } => write!(f, "cannot {step}: {source}"),
+            StartError::Worker(message) => write!(f, "a worker failed to start: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Counters summed over all workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub connections_accepted: u64,
+    pub connections_rejected: u64,
+    pub requests: u64,
+    pub busy_rejections: u64,
+    pub overruns: u64,
+    pub panics: u64,
+    pub stack_overflows: u64,
+    pub handler_timeouts: u64,
+    pub client_errors: u64,
+    /// System allocator calls made by sealed threads in this process (expected: 0).
+    pub sealed_system_calls: u64,
+}
+
+/// A server ready to start.
+pub struct Server {
+    config: Config,
+    handler: Arc<dyn Handler>,
+}
+
+impl Server {
+    pub fn new(config: Config, handler: impl Handler) -> Server {
+        Server { config, handler: Arc::new(handler) }
+    }
+
+    /// Maps the memory, binds, and starts the workers. When it returns `Ok`, every worker is
+    /// ready and the listeners accept connections.
+    pub fn start(self) -> Result<RunningServer, StartError> {
+        let page_size = cella_arena::page_size() as u64;
+        let plan = self.config.validate(page_size).map_err(StartError::Config)?;
+        crate::panic_hook::install();
+        crate::sys::install_fault_handler()
+            .map_err(|source| StartError::Io { step: "install the fault handler", source })?;
+        let options = RegionOptions {
+            prefault: self.config.prefault,
+            mlock: self.config.mlock,
+            quarantine: self.config.quarantine,
+        };
+        let region = Region::map(&plan, options).map_err(StartError::Region)?;
+        let listeners = bind_listeners(self.config.listen, plan.workers)?;
+        let local_addr = listeners[0]
+            .local_addr()
+            .map_err(|source| StartError::Io { step: "read the bound address", source })?;
+        let shared = Arc::new(Shared {
+            shutdown: AtomicBool::new(false),
+            stats: (0..plan.workers).map(|_| WorkerStats::default()).collect(),
+            wakers: Mutex::new(Vec::with_capacity(plan.workers)),
+            alive: AtomicUsize::new(plan.workers),
+        });
+        let settings = Arc::new(Settings::new(&self.config));
+        let ready = Arc::new(Barrier::new(plan.workers + 1));
+        let setup_error = Arc::new(Mutex::new(None));
+        let mut threads = Vec::with_capacity(plan.workers);
+        for (index, (memory, listener)) in region.carve().into_iter().zip(listeners).enumerate() {
+            let setup = WorkerSetup {
+                index,
+                memory,
+                listener,
+                handler: self.handler.clone(),
+                settings: settings.clone(),
+                shared: shared.clone(),
+                ready: ready.clone(),
+                setup_error: setup_error.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("cella-worker-{index}"))
+                .spawn(move || worker::run(setup))
+                .map_err(|source| StartError::Io { step: "spawn a worker thread", source })?;
+            threads.push(thread);
+        }
+        ready.wait();
+        let server = RunningServer {
+            local_addr,
+            plan,
+            shared,
+            threads,
+            region: Some(region),
+            drain_timeout: Duration::from_millis(self.config.drain_timeout_ms),
+        };
+        let failed = setup_error.lock().ok().and_then(|mut error| error.take());
+        if let Some(message) = failed {
+            drop(server);
+            return Err(StartError::Worker(message));
+        }
+        Ok(server)
+    }
+}
+
+fn bind_listeners(
+    address: SocketAddr,
+    count: usize,
+) -> Result<Vec<std::net::TcpListener>, StartError> {
+    let mut listeners = Vec::with_capacity(count);
+    let mut address = address;
+    for _ in 0..count {
+        let listener = bind_one(address)
+            .map_err(|source| StartError::Io { step: "bind the listen address", source })?;
+        // Port 0: the first bind picks the port; the others share it through SO_REUSEPORT.
+        address = listener
+            .local_addr()
+            .map_err(|source| StartError::Io { step: "read the bound address", source })?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn bind_one(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// A started server. Dropping it drains it (up to its drain deadline) and unmaps its region.
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    plan: MemoryPlan,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    region: Option<Region>,
+    drain_timeout: Duration,
+}
+
+impl RunningServer {
+    /// The address the listeners are bound to (the real port when the config said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn plan(&self) -> &MemoryPlan {
+        &self.plan
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut stats =
+            Stats { sealed_system_calls: cella_arena::sealed_system_calls(), ..Stats::default() };
+        for worker in self.shared.stats.iter() {
+            // Relaxed: statistics; nothing is ordered by them.
+            let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+            stats.connections_accepted += load(&worker.connections_accepted);
+            stats.connections_rejected += load(&worker.connections_rejected);
+            stats.requests += load(&worker.requests);
+            stats.busy_rejections += load(&worker.busy_rejections);
+            stats.overruns += load(&worker.overruns);
+            stats.panics += load(&worker.panics);
+            stats.stack_overflows += load(&worker.stack_overflows);
+            stats.handler_timeouts += load(&worker.handler_timeouts);
+            stats.client_errors += load(&worker.client_errors);
+        }
+        stats
+    }
+
+    /// Stops accepting, closes idle connections, and lets in-flight requests finish (their
+    /// responses say `Connection: close`). Returns at once; see [`RunningServer::is_drained`].
+    pub fn begin_shutdown(&self) {
+        // Release: pairs with the Acquire load in each worker's loop.
+        self.shared.shutdown.store(true, Ordering::Release);
+        if let Ok(wakers) = self.shared.wakers.lock() {
+            for waker in wakers.iter() {
+                let _ = waker.wake();
+            }
+        }
+    }
+
+    /// Whether every worker has finished.
+    pub fn is_drained(&self) -> bool {
+        // Acquire: pairs with the AcqRel decrement at each worker's exit.
+        self.shared.alive.load(Ordering::Acquire) == 0
+    }
+
+    /// Drains and waits up to the configured drain deadline. `false`: requests were still in
+    /// flight when it passed (the workers are left running; the process should exit).
+    pub fn shutdown(mut self) -> bool {
+        self.drain()
+    }
+
+    fn drain(&mut self) -> bool {
+        self.begin_shutdown();
+        let deadline = Instant::now() + self.drain_timeout;
+        while !self.is_drained() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        true
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() && !self.drain() {
+            // Workers still use the region: leave it mapped rather than pull it from under them.
+            std::mem::forget(self.region.take());
+        }
+    }
+}

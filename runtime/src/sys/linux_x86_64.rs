@@ -1,0 +1,143 @@
+//! Linux on x86_64: signals, the signal stack, and reading/writing a faulting thread's registers.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::ptr;
+use std::sync::Once;
+use std::time::Duration;
+
+use cella_arena::Span;
+
+use crate::cancel;
+
+macro_rules! syscall {
+    ($call:expr) => {{
+        // SAFETY: each caller states the contract of the call it wraps.
+        let result = unsafe { $call };
+        if result == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(result)
+        }
+    }};
+}
+
+/// The actions that were installed before ours, to which faults we do not own are passed.
+static mut PREVIOUS_SEGV: MaybeUninit<libc::sigaction> = MaybeUninit::zeroed();
+static mut PREVIOUS_BUS: MaybeUninit<libc::sigaction> = MaybeUninit::zeroed();
+static INSTALL: Once = Once::new();
+
+/// Installs the fault handler once per process.
+pub fn install_fault_handler() -> io::Result<()> {
+    let mut result = Ok(());
+    INSTALL.call_once(|| {
+        result = (|| {
+            // SAFETY: a zeroed sigaction is a valid value to fill in (sigaction(2)).
+            let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+            action.sa_sigaction = on_fault as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+            // SAFETY: sa_mask is a valid sigset_t owned by `action`.
+            syscall!(libc::sigemptyset(&mut action.sa_mask))?;
+            // SAFETY: INSTALL runs this once, before any fault handler can read PREVIOUS_*,
+            // and `addr_of_mut!` creates no reference to the mutable statics.
+            syscall!(libc::sigaction(
+                libc::SIGSEGV,
+                &action,
+                ptr::addr_of_mut!(PREVIOUS_SEGV).cast()
+            ))?;
+            // SAFETY: as above.
+            syscall!(libc::sigaction(
+                libc::SIGBUS,
+                &action,
+                ptr::addr_of_mut!(PREVIOUS_BUS).cast()
+            ))?;
+            Ok(())
+        })();
+    });
+    result
+}
+
+/// Makes `span` (part of the region, owned by this worker) this thread's signal stack.
+pub fn set_signal_stack(span: Span) -> io::Result<()> {
+    let stack = libc::stack_t { ss_sp: span.ptr.as_ptr().cast(), ss_flags: 0, ss_size: span.len };
+    // SAFETY: `span` is valid, writable memory that lives as long as the worker (sigaltstack(2)).
+    syscall!(libc::sigaltstack(&stack, ptr::null_mut())).map(drop)
+}
+
+/// Writes `message` to stderr with one write(2): safe in a signal handler.
+pub fn write_stderr(message: &[u8]) {
+    // SAFETY: a valid buffer; a failed write to stderr has nowhere else to be reported.
+    unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
+}
+
+extern "C" fn on_fault(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    // SAFETY: the kernel passes a valid siginfo_t and ucontext_t to an SA_SIGINFO handler
+    // (sigaction(2)); we only read the fault address and the registers, and write registers.
+    unsafe {
+        let fault_address = (*info).si_addr() as usize;
+        let context = &mut *(context as *mut libc::ucontext_t);
+        let gregs = &mut context.uc_mcontext.gregs;
+        let stack_pointer = gregs[libc::REG_RSP as usize] as usize;
+        if let Some(regs) = cancel::redirect_stack_overflow(fault_address, stack_pointer) {
+            gregs[libc::REG_RIP as usize] = regs.rip as i64;
+            gregs[libc::REG_RSP as usize] = regs.rsp as i64;
+            gregs[libc::REG_RBP as usize] = regs.rbp as i64;
+            gregs[libc::REG_RDI as usize] = regs.rdi as i64;
+            gregs[libc::REG_RSI as usize] = regs.rsi as i64;
+            return;
+        }
+        if cancel::in_handler() {
+            write_stderr(b"cella: fatal: a handler faulted outside its stack guard page (a bad pointer, not an overrun); the process cannot recover safely and crashes\n");
+        }
+        // Not ours: put back the previous action and return; the faulting instruction runs
+        // again and faults into it (for the default action, the process dies with the signal).
+        let previous = if signal == libc::SIGBUS {
+            ptr::addr_of!(PREVIOUS_BUS)
+        } else {
+            ptr::addr_of!(PREVIOUS_SEGV)
+        };
+        libc::sigaction(signal, previous.cast(), ptr::null_mut());
+    }
+}
+
+fn shutdown_signal_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise the set we own (sigsetops(3)).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        set
+    }
+}
+
+/// Blocks SIGTERM and SIGINT in this thread and every thread it spawns afterwards.
+pub fn block_shutdown_signals() -> io::Result<()> {
+    let set = shutdown_signal_set();
+    // SAFETY: a valid, initialised set (pthread_sigmask(3)).
+    let result = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, ptr::null_mut()) };
+    if result != 0 {
+        return Err(io::Error::from_raw_os_error(result));
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout` for SIGTERM or SIGINT (which must be blocked); returns it if one came.
+pub fn wait_shutdown_signal(timeout: Duration) -> Option<libc::c_int> {
+    let set = shutdown_signal_set();
+    let timeout = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: valid set and timespec; a null siginfo pointer is allowed (sigtimedwait(2)).
+    syscall!(libc::sigtimedwait(&set, ptr::null_mut(), &timeout)).ok()
+}
+
+/// Number of open file descriptors in this process.
+pub fn open_fd_count() -> io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/fd")?.count().saturating_sub(1))
+}

@@ -1,0 +1,21 @@
+//! Platform layer. Every backend provides, with the same names and meaning:
+//!
+//! - `install_fault_handler()`: installs (once per process) a SIGSEGV/SIGBUS handler that runs
+//!   on the worker's signal stack. A fault inside the guard page of the slot that is running on
+//!   this thread makes that slot's coroutine return `Fault::StackOverflow`; any other fault is
+//!   passed to the previous handler (the default one crashes the process), never turned into a
+//!   500.
+//! - `set_signal_stack(span)`: makes `span` this thread's alternate signal stack.
+//! - `block_shutdown_signals()` / `wait_shutdown_signal(timeout)`: SIGTERM and SIGINT are
+//!   blocked in every thread and taken synchronously by the thread that waits for them.
+//! - `open_fd_count()`: descriptors open in this process, for tests.
+//!
+//! Raw return codes never leave this module: every call goes through `syscall!`.
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod linux_x86_64;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub use linux_x86_64::*;
+
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+compile_error!("cella supports Linux on x86_64 only (see runtime/src/sys/mod.rs for the contract a new backend must meet)");
