@@ -23,8 +23,10 @@ const KEY_FLAGS: &[(&str, &str, &str)] = &[
 ];
 
 fn config_args(command: Command) -> Command {
-    let mut command =
-        command.arg(Arg::new("config").long("config").value_name("FILE").help("TOML config file"));
+    // Later flags win over earlier ones, as in most servers' command lines.
+    let mut command = command
+        .args_override_self(true)
+        .arg(Arg::new("config").long("config").value_name("FILE").help("TOML config file"));
     for (flag, key, value_name) in KEY_FLAGS {
         command = command
             .arg(Arg::new(*flag).long(*flag).value_name(*value_name).help(format!("sets `{key}`")));

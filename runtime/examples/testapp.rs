@@ -1,0 +1,111 @@
+//! The demo app plus endpoints that only tests need: they misbehave on purpose (write through a
+//! null pointer, keep a socket open while overrunning) or report what happened (drop counts).
+//! Built by `cargo test` (examples are), run by the black-box tests as a separate process.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cella::net::TcpStream;
+use cella::{handler_fn, Response};
+
+#[global_allocator]
+static ALLOCATOR: cella::RoutingAlloc = cella::RoutingAlloc;
+
+/// How many `Tracked` values have been dropped.
+static DROPS: AtomicU64 = AtomicU64::new(0);
+
+struct Tracked;
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        DROPS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Allocates during unwinding until even the panic reserve is spent.
+struct AllocatesWhileUnwinding;
+
+impl Drop for AllocatesWhileUnwinding {
+    fn drop(&mut self) {
+        let mut hoard = Vec::new();
+        loop {
+            hoard.push(std::hint::black_box(vec![7u8; 4096]));
+        }
+    }
+}
+
+fn overrun() -> usize {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(std::hint::black_box(vec![1u8; 16 << 10]));
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let app = || {
+        cella::demo::app()
+            .get(
+                "/drops",
+                handler_fn(|_| Response::text(DROPS.load(Ordering::Relaxed).to_string())),
+            )
+            .get(
+                "/drop-then-overrun",
+                handler_fn(|_| {
+                    let tracked = Tracked;
+                    let n = overrun();
+                    drop(tracked);
+                    Response::text(n.to_string())
+                }),
+            )
+            .get(
+                "/drop-then-panic",
+                handler_fn(|_| {
+                    let _tracked = Tracked;
+                    panic!("panicking with a Tracked value on the stack");
+                }),
+            )
+            .get(
+                "/socket-then-overrun",
+                handler_fn(|request| {
+                    let to: SocketAddr =
+                        request.query_param("to").and_then(|t| t.parse().ok()).expect("?to=ADDR");
+                    let mut stream =
+                        TcpStream::connect(to, Duration::from_secs(5)).expect("upstream accepts");
+                    stream.write_all(b"x").expect("write");
+                    Response::text(overrun().to_string())
+                }),
+            )
+            .get(
+                "/null-write",
+                handler_fn(|_| {
+                    // SAFETY: none; this endpoint exists to prove a wild write is not turned into a 500.
+                    unsafe { std::ptr::write_volatile(std::ptr::null_mut::<u64>(), 1) };
+                    Response::text("unreachable")
+                }),
+            )
+            .get(
+                "/panic-when-full",
+                handler_fn(|request| {
+                    let arena = request.arena();
+                    // Fill the arena to within a few bytes, then panic with a formatted message,
+                    // whose payload must come from the worker's reserve.
+                    let mut fill = Vec::new();
+                    while let Ok(chunk) = arena.try_alloc_slice_copy(&[0u8; 1024]) {
+                        fill.push(chunk.len());
+                    }
+                    while arena.try_alloc(0u8).is_ok() {}
+                    panic!("arena full after {} KiB: {}", fill.len(), "x".repeat(100));
+                }),
+            )
+            .get(
+                "/panic-exhausts-reserve",
+                handler_fn(|_| {
+                    let _guard = AllocatesWhileUnwinding;
+                    panic!("unwinding will allocate without end");
+                }),
+            )
+    };
+    cella::cli::main_with(std::env::args_os(), app)
+}
