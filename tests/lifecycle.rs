@@ -1,1 +1,219 @@
+//! Connection and server lifecycle over real sockets: total deadlines cut off slow clients while
+//! others are served; 503 when every slot is busy and recovery after; handler deadlines; a full
+//! connection table and EMFILE are survived; a handler's outbound call suspends only that
+//! request; SIGTERM drains without losing a request, and a second signal exits at once.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cella_tests::{binary, get, Client, ServerProcess, SMALL, STEP_TIMEOUT};
+
+#[test]
+fn a_client_trickling_its_head_is_cut_off_by_the_total_deadline() {
+    let server = ServerProcess::start(&["--set", "header_read_timeout_ms=400"]);
+    let mut slow = Client::connect(server.addr());
+    let started = Instant::now();
+    slow.send(b"GET / HTTP/1.1\r\n");
+    let trickler = thread::spawn(move || {
+        // One byte every 50 ms: each gap is short, the total is not.
+        for _ in 0..100 {
+            if slow.stream.write_all(b"x").is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        slow
+    });
+    for _ in 0..5 {
+        assert_eq!(get(server.addr(), "/").status, 200, "others are served meanwhile");
+    }
+    let mut slow = trickler.join().unwrap();
+    let response = slow.response();
+    assert_eq!(response.status, 408);
+    assert!(started.elapsed() < Duration::from_secs(3), "cut off near the deadline, not after 5 s");
+}
+
+#[test]
+fn a_client_that_stalls_its_body_is_cut_off_and_its_slot_freed() {
+    let server = ServerProcess::start(&["--slots", "1", "--set", "body_read_timeout_ms=300"]);
+    let mut slow = Client::connect(server.addr());
+    slow.send(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 10\r\n\r\nabc");
+    assert_eq!(slow.response().status, 408);
+    assert!(slow.is_closed_by_server());
+    assert_eq!(get(server.addr(), "/").status, 200, "the only slot is free again");
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
+    let server = ServerProcess::start(&["--set", "keepalive_idle_timeout_ms=200"]);
+    let mut client = Client::connect(server.addr());
+    assert_eq!(client.get("/").status, 200);
+    assert!(client.is_closed_by_server());
+}
+
+#[test]
+fn when_every_slot_is_busy_new_requests_get_503_at_once_then_recover() {
+    let server = ServerProcess::start(&["--slots", "2"]);
+    let addr = server.addr();
+    let sleepers: Vec<_> =
+        (0..2).map(|_| thread::spawn(move || get(addr, "/sleep/600").status)).collect();
+    // Wait (bounded) until both slots are taken: a request then gets 503.
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let busy = loop {
+        let response = get(addr, "/");
+        if response.status == 503 {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "never saw 503");
+    };
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    for sleeper in sleepers {
+        assert_eq!(sleeper.join().unwrap(), 200);
+    }
+    assert_eq!(get(addr, "/").status, 200, "recovered once the slots were freed");
+}
+
+#[test]
+fn with_a_slot_wait_a_request_waits_for_a_free_slot_instead() {
+    let server = ServerProcess::start(&["--slots", "1", "--set", "slot_wait_timeout_ms=5000"]);
+    let addr = server.addr();
+    let sleeper = thread::spawn(move || get(addr, "/sleep/300").status);
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(get(addr, "/").status, 200);
+    assert_eq!(sleeper.join().unwrap(), 200);
+}
+
+#[test]
+fn a_handler_past_its_deadline_gets_503() {
+    let server = ServerProcess::start(&["--set", "handler_timeout_ms=200"]);
+    let started = Instant::now();
+    assert_eq!(get(server.addr(), "/sleep/5000").status, 503);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(get(server.addr(), "/").status, 200);
+}
+
+#[test]
+fn a_full_connection_table_turns_new_connections_away_politely() {
+    let server = ServerProcess::start(&["--max-connections", "2"]);
+    let mut held: Vec<Client> = (0..2).map(|_| Client::connect(server.addr())).collect();
+    for client in &mut held {
+        assert_eq!(client.get("/").status, 200);
+    }
+    let mut extra = Client::connect(server.addr());
+    assert_eq!(extra.response().status, 503);
+    assert!(extra.is_closed_by_server());
+    drop(held);
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while get_status_or_zero(server.addr()) != 200 {
+        assert!(Instant::now() < deadline, "never recovered");
+    }
+}
+
+fn get_status_or_zero(addr: std::net::SocketAddr) -> u16 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+    let _ = stream.write_all(b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn running_out_of_file_descriptors_is_survived() {
+    let mut command = Command::new("sh");
+    let cella = binary("cella");
+    let mut script = format!("ulimit -n 32 && exec {} serve", cella.display());
+    for arg in SMALL {
+        script.push(' ');
+        script.push_str(arg);
+    }
+    command.args(["-c", &script]);
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut server = ServerProcess::spawn(command);
+    // More connections than descriptors: some are shed, none crash the server.
+    let flood: Vec<_> = (0..60).filter_map(|_| TcpStream::connect(server.addr()).ok()).collect();
+    thread::sleep(Duration::from_millis(300));
+    assert!(server.is_running());
+    drop(flood);
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while get_status_or_zero(server.addr()) != 200 {
+        assert!(Instant::now() < deadline, "never served again after EMFILE");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.is_running());
+}
+
+#[test]
+fn an_outbound_call_suspends_only_its_request() {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    thread::spawn(move || {
+        let (mut stream, _) = upstream.accept().unwrap();
+        let mut request = [0u8; 1024];
+        let _ = stream.read(&mut request);
+        // Answer only once the test has seen other requests served.
+        let _ = released.recv_timeout(STEP_TIMEOUT);
+        let _ = stream.write_all(
+            b"HTTP/1.1 201 Created\r\ncontent-length: 8\r\nconnection: close\r\n\r\nupstream",
+        );
+    });
+    let server = ServerProcess::start(&["--workers", "1"]);
+    let addr = server.addr();
+    let relay = thread::spawn(move || get(addr, &format!("/upstream?to={upstream_addr}&path=/x")));
+    let mut client = Client::connect(addr);
+    for _ in 0..20 {
+        assert_eq!(
+            client.get("/").status,
+            200,
+            "the one worker serves others while the relay waits"
+        );
+    }
+    assert!(!relay.is_finished());
+    release.send(()).unwrap();
+    let relayed = relay.join().unwrap();
+    assert_eq!((relayed.status, relayed.body.as_slice()), (201, &b"upstream"[..]));
+    assert_eq!(
+        get(addr, "/upstream?to=10.0.0.1:80").status,
+        403,
+        "the demo relays to loopback only"
+    );
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let mut server = ServerProcess::start(&[]);
+    let addr = server.addr();
+    let mut idle = Client::connect(addr);
+    assert_eq!(idle.get("/").status, 200);
+    let mut busy = Client::connect(addr);
+    busy.send(b"GET /sleep/500 HTTP/1.1\r\nhost: t\r\n\r\n");
+    thread::sleep(Duration::from_millis(100));
+    server.signal(libc::SIGTERM);
+    let response = busy.response();
+    assert_eq!(response.status, 200, "the in-flight request finished");
+    assert_eq!(response.header("connection"), Some("close"));
+    assert!(idle.is_closed_by_server(), "idle keep-alive connections are closed");
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut server = ServerProcess::start(&[]);
+    let mut busy = Client::connect(server.addr());
+    busy.send(b"GET /sleep/10000 HTTP/1.1\r\nhost: t\r\n\r\n");
+    thread::sleep(Duration::from_millis(100));
+    server.signal(libc::SIGTERM);
+    thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    server.signal(libc::SIGINT);
+    let status = server.wait_exit();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!((status.code(), status.signal()), (Some(1), None));
+}
