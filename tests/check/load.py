@@ -1,0 +1,20 @@
+"""Bounded load for the no-allocation check: N keep-alive requests to a loopback server, mixing
+successes, overruns, panics and stack overflows. Exits non-zero on an unexpected status."""
+import http.client
+import sys
+
+host, port = sys.argv[1].split(":")
+count = int(sys.argv[2])
+cases = [("GET", "/", 200), ("GET", "/alloc/16", 200), ("GET", "/alloc/100000", 500),
+         ("GET", "/panic", 500), ("GET", "/overflow", 500), ("POST", "/echo", 200),
+         ("GET", "/sleep/1", 200), ("GET", "/nope", 404)]
+connection = http.client.HTTPConnection(host, int(port), timeout=10)
+for i in range(count):
+    method, path, expected = cases[i % len(cases)]
+    body = b"x" * 100 if method == "POST" else None
+    connection.request(method, path, body=body)
+    response = connection.getresponse()
+    response.read()
+    if response.status != expected:
+        sys.exit(f"{method} {path}: expected {expected}, got {response.status}")
+print(f"load: {count} requests answered as expected")

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Proves, from outside the process, that cella makes no malloc-family call and no
+# mmap/munmap/brk/mprotect/madvise/mremap syscall between its ready line and its shutdown, while
+# serving successes, overruns, panics and stack overflows.
+#   1. under an LD_PRELOAD malloc counter (window marked with SIGUSR1/SIGUSR2);
+#   2. under strace -f (window: the ready line's write to the "draining" line's write).
+# Usage: tests/check/no-alloc-after-startup.sh [path/to/cella]   (loopback only; bounded)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+CELLA=${1:-target/debug/cella}
+REQUESTS=${REQUESTS:-2000}
+WORK=$(mktemp -d)
+trap 'kill "${PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+ARGS=(serve --listen 127.0.0.1:0 --workers 2 --slots 8 --slot-arena 256KiB --set request_body_size_max=64KiB --max-connections 64)
+
+wait_ready() { # $1: stdout file; prints the address
+  for _ in $(seq 1 200); do
+    if grep -q '^listening on http://' "$1" 2>/dev/null; then sed -n 's|^listening on http://||p' "$1"; return; fi
+    sleep 0.05
+  done
+  echo "server did not print its ready line" >&2; cat "$WORK"/*.err >&2 || true; exit 1
+}
+wait_exit() { for _ in $(seq 1 200); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done; echo "server did not exit" >&2; exit 1; }
+
+echo "== LD_PRELOAD malloc counter"
+cc -O2 -shared -fPIC -o "$WORK/malloc_counter.so" tests/check/malloc_counter.c
+LD_PRELOAD="$WORK/malloc_counter.so" "$CELLA" "${ARGS[@]}" >"$WORK/a.out" 2>"$WORK/a.err" &
+PID=$!
+ADDR=$(wait_ready "$WORK/a.out")
+kill -USR1 "$PID"
+python3 tests/check/load.py "$ADDR" "$REQUESTS"
+kill -USR2 "$PID"
+for _ in $(seq 1 100); do grep -q 'malloc-counter:' "$WORK/a.err" && break; sleep 0.05; done
+kill -TERM "$PID"; wait_exit "$PID"
+LINE=$(grep 'malloc-counter:' "$WORK/a.err")
+echo "$LINE"
+[ "$LINE" = "malloc-counter: 0 calls in window" ] || { echo "FAIL: malloc-family calls after startup"; cat "$WORK/a.err"; exit 1; }
+
+echo "== strace -f"
+strace -f -qq -o "$WORK/trace" -e trace=mmap,munmap,brk,mprotect,madvise,mremap,write \
+  "$CELLA" "${ARGS[@]}" >"$WORK/b.out" 2>"$WORK/b.err" &
+PID=$!
+ADDR=$(wait_ready "$WORK/b.out")
+python3 tests/check/load.py "$ADDR" "$((REQUESTS / 4))"
+SERVER=$(pgrep -P "$PID" | head -1)   # strace's child is the server; signal it, not strace
+kill -TERM "$SERVER"; wait_exit "$PID"
+WINDOW=$(awk '/write\(1, "listening on http/ {on=1; next} /write\(2, "cella: draining/ {on=0} on' "$WORK/trace")
+grep -q 'write(1, "listening on http' "$WORK/trace" || { echo "FAIL: ready line not in trace"; exit 1; }
+grep -q 'write(2, "cella: draining' "$WORK/trace" || { echo "FAIL: drain line not in trace"; exit 1; }
+MEMORY_CALLS=$(printf '%s\n' "$WINDOW" | grep -cE '(mmap|munmap|brk|mprotect|madvise|mremap)\(' || true)
+echo "memory syscalls between ready and shutdown: $MEMORY_CALLS"
+[ "$MEMORY_CALLS" = 0 ] || { printf '%s\n' "$WINDOW" | grep -E '(mmap|munmap|brk|mprotect|madvise|mremap)\(' | head; echo "FAIL"; exit 1; }
+echo "no-alloc-after-startup: 2 passed, 0 failed"

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs every test, on a fresh machine too: installs what the tests need when it is missing
+# (apt-get as root), builds, runs the workspace tests in debug, the black-box suite again with
+# every slot quarantined between requests, the memory-contract tests against release builds,
+# and the external no-allocation check (LD_PRELOAD malloc counter and strace).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+command -v strace >/dev/null 2>&1 || missing+=(strace)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v pgrep >/dev/null 2>&1 || missing+=(procps)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "missing tools: ${missing[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+fi
+
+if cargo fmt --version >/dev/null 2>&1; then
+  echo "== cargo fmt --check"
+  cargo fmt --all -- --check
+fi
+
+echo "== build (debug)"
+cargo build --workspace --bins --examples
+
+echo "== tests (debug)"
+cargo test --workspace
+
+echo "== black-box tests with every slot quarantined between requests"
+CELLA_QUARANTINE=true cargo test -p cella-tests
+
+echo "== memory-contract tests (release)"
+cargo test --release -p cella-tests --test memory
+
+echo "== no system allocation after startup (LD_PRELOAD and strace)"
+tests/check/no-alloc-after-startup.sh target/release/cella
