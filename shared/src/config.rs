@@ -437,6 +437,9 @@ mod reference_tests {
             std::fs::write(path, &expected).unwrap();
         }
         let actual = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(actual == expected, "docs/configuration.md is stale: run UPDATE_DOCS=1 cargo test -p cella-shared");
+        assert!(
+            actual == expected,
+            "docs/configuration.md is stale: run UPDATE_DOCS=1 cargo test -p cella-shared"
+        );
     }
 }
