@@ -37,6 +37,7 @@ echo "== black-box tests with every slot quarantined between requests"
 CELLA_QUARANTINE=true cargo test -p cella-tests
 
 echo "== memory-contract tests (release)"
+cargo build --release -p cella --bins --examples
 cargo test --release -p cella-tests --test memory
 
 echo "== no system allocation after startup (LD_PRELOAD and strace)"
