@@ -1,0 +1,95 @@
+//! The `cella` command line: configuration precedence (flag > environment > file > default),
+//! unknown keys refused in every source, `check-config` output, and refusing to start with a
+//! clear message and a non-zero exit.
+
+use std::process::{Command, Output};
+
+use cella_tests::{binary, ServerProcess};
+
+fn cella(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(binary("cella"));
+    command.args(args).env_remove("CELLA_QUARANTINE");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("cella runs")
+}
+
+fn config_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("cella-cli-test-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn effective(output: &Output, key: &str) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let prefix = format!("{key} = ");
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("{key} not printed: {stdout}"))
+        .to_string()
+}
+
+#[test]
+fn check_config_applies_flag_over_env_over_file_over_default() {
+    let file = config_file("precedence", "slots = 8\nworkers = 2\nslot_arena_size = \"512KiB\"\n");
+    let path = file.to_str().unwrap();
+    let output = cella(
+        &["check-config", "--config", path, "--slots", "16"],
+        &[("CELLA_SLOTS", "12"), ("CELLA_WORKERS", "4")],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(effective(&output, "slots"), "16", "flag beats env and file");
+    assert_eq!(effective(&output, "workers"), "4", "env beats file");
+    assert_eq!(effective(&output, "slot_arena_size"), "512KiB", "file beats default");
+    assert_eq!(effective(&output, "slot_stack_size"), "256KiB", "default");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("# memory plan: 16 slots"));
+}
+
+#[test]
+fn unknown_keys_are_refused_in_file_env_and_flags() {
+    let file = config_file("unknown", "slotz = 8\n");
+    let from_file = cella(&["check-config", "--config", file.to_str().unwrap()], &[]);
+    assert_eq!(from_file.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&from_file.stderr).contains("unknown config key `slotz`"));
+    let from_env = cella(&["check-config"], &[("CELLA_SLOTZ", "8")]);
+    assert_eq!(from_env.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&from_env.stderr).contains("CELLA_SLOTZ"));
+    let from_flag = cella(&["check-config", "--set", "slotz=8"], &[]);
+    assert_eq!(from_flag.status.code(), Some(2));
+    let bad_size = cella(&["check-config", "--slot-arena", "1MB"], &[]);
+    assert!(String::from_utf8_lossy(&bad_size.stderr).contains("unknown size unit"));
+}
+
+#[test]
+fn serve_refuses_an_impossible_memory_plan_with_a_clear_message() {
+    let output = cella(
+        &["serve", "--listen", "127.0.0.1:0", "--slots", "65536", "--slot-arena", "1GiB"],
+        &[],
+    );
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty(), "no ready line");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("memory plan needs"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn serve_refuses_an_address_it_cannot_bind() {
+    // 192.0.2.1 (TEST-NET-1) is no address of this machine: bind fails with EADDRNOTAVAIL.
+    let output = cella(&["serve", "--listen", "192.0.2.1:0"], &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot bind the listen address"), "{stderr}");
+}
+
+#[test]
+fn the_ready_line_is_the_first_line_on_stdout_and_names_the_bound_port() {
+    let server = ServerProcess::start(&["--listen", "127.0.0.1:0"]);
+    assert_ne!(server.addr().port(), 0);
+    assert!(server.stderr().contains("memory plan:"), "the plan is logged at startup");
+}
