@@ -91,5 +91,5 @@ fn serve_refuses_an_address_it_cannot_bind() {
 fn the_ready_line_is_the_first_line_on_stdout_and_names_the_bound_port() {
     let server = ServerProcess::start(&["--listen", "127.0.0.1:0"]);
     assert_ne!(server.addr().port(), 0);
-    assert!(server.stderr().contains("memory plan:"), "the plan is logged at startup");
+    assert!(server.wait_stderr("memory plan:"), "the plan is logged at startup");
 }

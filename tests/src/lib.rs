@@ -49,6 +49,7 @@ pub struct ServerProcess {
     child: Child,
     addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<thread::JoinHandle<()>>,
 }
 
 impl ServerProcess {
@@ -76,7 +77,7 @@ impl ServerProcess {
         let stderr_pipe = child.stderr.take().expect("piped stderr");
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
-        thread::spawn(move || {
+        let stderr_reader = thread::spawn(move || {
             let mut reader = BufReader::new(stderr_pipe);
             let mut line = String::new();
             while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
@@ -101,7 +102,7 @@ impl ServerProcess {
             panic!("no ready line (got {line:?}); stderr: {}", stderr.lock().unwrap());
         };
         let addr = addr.parse().expect("ready line has an address");
-        ServerProcess { child, addr, stderr }
+        ServerProcess { child, addr, stderr, stderr_reader: Some(stderr_reader) }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -114,6 +115,18 @@ impl ServerProcess {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until the server has written `text` to stderr.
+    pub fn wait_stderr(&self, text: &str) -> bool {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        while !self.stderr().contains(text) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 
     /// Descriptors the server process has open.
@@ -132,8 +145,10 @@ impl ServerProcess {
         let deadline = Instant::now() + STEP_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Let the stderr reader catch up with the last lines.
-                thread::sleep(Duration::from_millis(50));
+                // The pipe is closed now: the reader has every line once it ends.
+                if let Some(reader) = self.stderr_reader.take() {
+                    let _ = reader.join();
+                }
                 return status;
             }
             assert!(Instant::now() < deadline, "server did not exit; stderr: {}", self.stderr());
