@@ -22,6 +22,8 @@ pub(crate) struct SlotSockets {
     token_base: usize,
     /// Which request of this slot the table belongs to; a stale [`TcpStream`] is refused.
     generation: Cell<u64>,
+    /// Sockets opened by the current request (closing none is then free).
+    opened: Cell<usize>,
 }
 
 thread_local! {
@@ -35,6 +37,7 @@ impl SlotSockets {
             registry: Cell::new(ptr::null()),
             token_base,
             generation: Cell::new(0),
+            opened: Cell::new(0),
         }
     }
 
@@ -53,8 +56,11 @@ impl SlotSockets {
 
     /// Closes every socket (the request is over) and starts a new generation.
     pub(crate) fn close_all(&self) {
-        for index in 0..self.entries.len() {
-            self.close(index);
+        if self.opened.get() > 0 {
+            for index in 0..self.entries.len() {
+                self.close(index);
+            }
+            self.opened.set(0);
         }
         self.generation.set(self.generation.get() + 1);
     }
@@ -136,6 +142,7 @@ impl TcpStream {
         )?;
         // SAFETY: the entry is empty and nothing borrows it.
         unsafe { *table.entries[index].get() = Some(stream) };
+        table.opened.set(table.opened.get() + 1);
         let stream = TcpStream { index, generation: table.generation.get(), timeout };
         let deadline = Instant::now() + timeout;
         loop {

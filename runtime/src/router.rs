@@ -91,14 +91,23 @@ fn match_path<'a>(segments: &'a [Segment], path: &'a str) -> Option<Params<'a>> 
 
 impl Handler for Router {
     fn handle<'a>(&'a self, request: &Request<'a>) -> Response<'a> {
-        let mut allowed: Vec<&Method> = Vec::new();
+        // Routes of the request's method first (comparing methods is cheap); the others only
+        // matter for a 405's Allow header.
         for route in &self.routes {
-            let Some(params) = match_path(&route.segments, request.path) else { continue };
             let method_matches = route.method == request.method
                 || (request.method == Method::HEAD && route.method == Method::GET);
-            if method_matches {
+            if !method_matches {
+                continue;
+            }
+            if let Some(params) = match_path(&route.segments, request.path) {
                 let routed = Request { params, ..request.clone() };
                 return route.handler.handle(&routed);
+            }
+        }
+        let mut allowed: Vec<&Method> = Vec::new();
+        for route in &self.routes {
+            if match_path(&route.segments, request.path).is_none() {
+                continue;
             }
             if !allowed.contains(&&route.method) {
                 allowed.push(&route.method);

@@ -217,9 +217,9 @@ pub(crate) struct Worker {
     accept_paused_until: Option<Instant>,
     spare_fd: Option<std::fs::File>,
     conns: Box<[Conn]>,
-    /// Each connection's current deadline, in ms since `epoch` (`NO_DEADLINE`: none).
-    deadlines: Box<[u64]>,
-    epoch: Instant,
+    /// Each connection's current deadline, in a dense array of its own: the sweep reads 16
+    /// bytes per connection, not a whole connection, so 10,000 idle connections cost little.
+    deadlines: Box<[Option<Instant>]>,
     free_conns: Vec<usize>,
     live_conns: usize,
     slots: Box<[Slot]>,
@@ -302,8 +302,7 @@ impl Worker {
             accept_paused_until: None,
             spare_fd: std::fs::File::open("/dev/null").ok(),
             free_conns: (0..conns.len()).rev().collect(),
-            deadlines: vec![NO_DEADLINE; conns.len()].into_boxed_slice(),
-            epoch: now,
+            deadlines: vec![None; conns.len()].into_boxed_slice(),
             slot_waiters: std::collections::VecDeque::with_capacity(conns.len()),
             runnable: std::collections::VecDeque::with_capacity(conns.len()),
             conns,
@@ -633,8 +632,7 @@ impl Worker {
         conn.stream = Some(stream);
         conn.remote = remote;
         conn.phase = Phase::Idle;
-        self.deadlines[index] =
-            deadline_ms(self.epoch, self.now + self.settings.header_read_timeout);
+        self.deadlines[index] = Some(self.now + self.settings.header_read_timeout);
         conn.close_after = self.draining;
         conn.eof = false;
         conn.readable = true;
@@ -682,8 +680,7 @@ impl Worker {
         }
         if conn.phase == Phase::Idle {
             conn.phase = Phase::Head;
-            self.deadlines[index] =
-                deadline_ms(self.epoch, self.now + self.settings.header_read_timeout);
+            self.deadlines[index] = Some(self.now + self.settings.header_read_timeout);
         }
         self.parse_head(index)
     }
@@ -780,7 +777,7 @@ impl Worker {
             }
         }
         conn.phase = Phase::Body;
-        self.deadlines[index] = deadline_ms(self.epoch, self.now + self.settings.body_read_timeout);
+        self.deadlines[index] = Some(self.now + self.settings.body_read_timeout);
         true
     }
 
@@ -854,7 +851,7 @@ impl Worker {
         };
         conn.body = BodyState::None;
         conn.phase = Phase::Running;
-        self.deadlines[index] = NO_DEADLINE;
+        self.deadlines[index] = None;
         let slot = &mut self.slots[slot_index];
         if let Some(request) = slot.request.as_mut() {
             request.set_body(body);
@@ -862,15 +859,6 @@ impl Worker {
         self.start_handler(slot_index);
         true
     }
-}
-
-/// A connection without a deadline.
-const NO_DEADLINE: u64 = u64::MAX;
-
-/// `at` as whole milliseconds since `epoch`, rounded up (a deadline never fires early).
-fn deadline_ms(epoch: Instant, at: Instant) -> u64 {
-    let elapsed = at.saturating_duration_since(epoch);
-    elapsed.as_millis() as u64 + u64::from(elapsed.subsec_nanos() % 1_000_000 != 0)
 }
 
 /// One read(2), edge-triggered style: returns 0 when nothing can be read until the next
@@ -912,8 +900,7 @@ impl Worker {
             && self.slot_waiters.len() < self.slot_waiters.capacity()
         {
             conn.phase = Phase::WaitingSlot;
-            self.deadlines[index] =
-                deadline_ms(self.epoch, self.now + self.settings.slot_wait_timeout);
+            self.deadlines[index] = Some(self.now + self.settings.slot_wait_timeout);
             self.slot_waiters.push_back(index);
             return false;
         }
@@ -966,8 +953,7 @@ impl Worker {
             conn.close_after = true;
         }
         conn.phase = Phase::Writing;
-        self.deadlines[index] =
-            deadline_ms(self.epoch, self.now + self.settings.response_write_timeout);
+        self.deadlines[index] = Some(self.now + self.settings.response_write_timeout);
     }
 
     fn start_handler(&mut self, slot_index: usize) {
@@ -1120,8 +1106,7 @@ impl Worker {
             });
         }
         conn.phase = Phase::Writing;
-        self.deadlines[index] =
-            deadline_ms(self.epoch, self.now + self.settings.response_write_timeout);
+        self.deadlines[index] = Some(self.now + self.settings.response_write_timeout);
         if in_buffer {
             // Everything is copied: the slot is free for the next request at once.
             drop(response);
@@ -1158,8 +1143,7 @@ impl Worker {
             && conn.write_end < conn.write.capacity() / 2;
         if batching {
             conn.phase = Phase::Head;
-            self.deadlines[index] =
-                deadline_ms(self.epoch, self.now + self.settings.header_read_timeout);
+            self.deadlines[index] = Some(self.now + self.settings.header_read_timeout);
             return true;
         }
         match conn.flush() {
@@ -1185,15 +1169,13 @@ impl Worker {
                 let _ = stream.shutdown(Shutdown::Write);
             }
             conn.phase = Phase::Linger;
-            self.deadlines[index] = deadline_ms(self.epoch, self.now + LINGER_TIMEOUT);
+            self.deadlines[index] = Some(self.now + LINGER_TIMEOUT);
         } else if conn.read_start < conn.read_end {
             conn.phase = Phase::Head;
-            self.deadlines[index] =
-                deadline_ms(self.epoch, self.now + self.settings.header_read_timeout);
+            self.deadlines[index] = Some(self.now + self.settings.header_read_timeout);
         } else {
             conn.phase = Phase::Idle;
-            self.deadlines[index] =
-                deadline_ms(self.epoch, self.now + self.settings.keepalive_idle_timeout);
+            self.deadlines[index] = Some(self.now + self.settings.keepalive_idle_timeout);
         }
     }
 
@@ -1228,7 +1210,7 @@ impl Worker {
         conn.write_start = 0;
         conn.write_end = 0;
         conn.pending = None;
-        self.deadlines[index] = NO_DEADLINE;
+        self.deadlines[index] = None;
         conn.close_after = false;
         conn.eof = false;
         conn.body = BodyState::None;
@@ -1307,12 +1289,10 @@ impl Worker {
                 self.accept();
             }
         }
-        let now = self.now.saturating_duration_since(self.epoch).as_millis() as u64;
         for index in 0..self.conns.len() {
-            // The deadlines live in their own dense array: this loop reads 8 bytes per
-            // connection, not a whole connection, so 10,000 idle connections cost little cache.
-            if self.deadlines[index] > now {
-                continue;
+            match self.deadlines[index] {
+                Some(deadline) if deadline <= self.now => {}
+                _ => continue,
             }
             match self.conns[index].phase {
                 Phase::Head => {

@@ -66,17 +66,33 @@ fn put_decimal(sink: &mut impl Sink, mut value: usize) -> Result<(), Full> {
     sink.put(&digits[start..])
 }
 
+/// The status lines sent most, ready-made.
+fn common_status_line(status: u16) -> Option<&'static [u8]> {
+    Some(match status {
+        200 => b"HTTP/1.1 200 OK\r\n",
+        404 => b"HTTP/1.1 404 Not Found\r\n",
+        500 => b"HTTP/1.1 500 Internal Server Error\r\n",
+        503 => b"HTTP/1.1 503 Service Unavailable\r\n",
+        _ => return None,
+    })
+}
+
 /// Writes the status line and the runtime's headers (Date, Content-Length, Connection).
 pub fn put_frame(sink: &mut impl Sink, frame: HeadFrame<'_>) -> Result<(), Full> {
-    let reason = http::StatusCode::from_u16(frame.status)
-        .ok()
-        .and_then(|status| status.canonical_reason())
-        .unwrap_or("Unknown");
-    sink.put(b"HTTP/1.1 ")?;
-    put_decimal(sink, usize::from(frame.status))?;
-    sink.put(b" ")?;
-    sink.put(reason.as_bytes())?;
-    sink.put(b"\r\ndate: ")?;
+    if let Some(line) = common_status_line(frame.status) {
+        sink.put(line)?;
+    } else {
+        let reason = http::StatusCode::from_u16(frame.status)
+            .ok()
+            .and_then(|status| status.canonical_reason())
+            .unwrap_or("Unknown");
+        sink.put(b"HTTP/1.1 ")?;
+        put_decimal(sink, usize::from(frame.status))?;
+        sink.put(b" ")?;
+        sink.put(reason.as_bytes())?;
+        sink.put(b"\r\n")?;
+    }
+    sink.put(b"date: ")?;
     sink.put(frame.date.bytes())?;
     sink.put(b"\r\ncontent-length: ")?;
     put_decimal(sink, frame.content_length)?;
