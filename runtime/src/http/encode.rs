@@ -106,11 +106,39 @@ pub fn put_frame(sink: &mut impl Sink, frame: HeadFrame<'_>) -> Result<(), Full>
 /// Whether a handler's header may be sent as given: a token name, a value without CR, LF or
 /// NUL, and not one of the framing headers the runtime owns.
 pub fn header_allowed(name: &str, value: &[u8]) -> bool {
-    let token = !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    let clean = !value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0);
+    let token = !name.is_empty() && name.bytes().all(|b| TOKEN[usize::from(b)]);
+    let clean = value.iter().all(|&b| !matches!(b, b'\r' | b'\n' | 0));
     token && clean
 }
+
+/// Which bytes may appear in a header name (RFC 9110 `tchar`).
+const TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        byte += 1;
+    }
+    table
+};
 
 /// Headers the runtime writes itself; a handler's copies are dropped (a handler's
 /// `connection: close` is honoured by closing, and said once, by the runtime).
