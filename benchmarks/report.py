@@ -150,9 +150,9 @@ def main():
     bar_chart(os.path.join(DOCS, "bench-cpu.svg"), "Server CPU time per request (µs, median; lower is better)", "µs/request", groups, series, cpu)
     bar_chart(os.path.join(DOCS, "bench-p99.svg"), "p99 latency (ms, median; lower is better)", "ms", groups, series, p99)
     lines += targets(results)
-    extra = os.path.join(ROOT, "benchmarks", "results", "extra.md")
-    if os.path.exists(extra):
-        lines += [open(extra).read()]
+    for extra in (os.path.join(ROOT, "benchmarks", "analysis.md"), os.path.join(ROOT, "benchmarks", "results", "extra.md")):
+        if os.path.exists(extra):
+            lines += [open(extra).read()]
     open(os.path.join(DOCS, "benchmarks.md"), "w").write("\n".join(lines) + "\n")
     print("wrote docs/benchmarks.md")
 

@@ -11,6 +11,7 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
+command -v nim >/dev/null 2>&1 || missing+=(nim)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "== installing: ${missing[*]}"
@@ -20,6 +21,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "missing tools: ${missing[*]} (run as root to install them)" >&2
     exit 1
   fi
+fi
+
+# Zig, for the Zig plugin (tests/plugins.rs): the compiler ships in a PyPI package.
+ZIG_VERSION=0.15.2
+if ! python3 -c "import ziglang" >/dev/null 2>&1; then
+  echo "== installing ziglang==$ZIG_VERSION (pip)"
+  python3 -m pip install -q "ziglang==$ZIG_VERSION"
 fi
 
 if cargo fmt --version >/dev/null 2>&1; then

@@ -17,6 +17,7 @@ compile_error!(
 );
 
 mod arena;
+pub mod cmalloc;
 mod collections;
 mod region;
 mod route;

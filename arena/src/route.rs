@@ -56,6 +56,12 @@ pub unsafe fn enter(route: *const Route) {
     ROUTE.with(|current| current.set(route));
 }
 
+/// The route of the handler running on this thread, or null.
+#[inline]
+pub(crate) fn current() -> *const Route {
+    ROUTE.with(Cell::get)
+}
+
 /// Ends the route set by [`enter`]; allocations go to the system allocator again.
 #[inline]
 pub fn leave() {
@@ -99,7 +105,7 @@ pub(crate) fn unregister_region(index: usize) {
 }
 
 #[inline]
-fn in_any_region(address: usize) -> bool {
+pub(crate) fn in_any_region(address: usize) -> bool {
     REGIONS.iter().any(|(start, end)| {
         // Acquire: pairs with the Release stores in `register_region`.
         let start = start.load(Ordering::Acquire);
@@ -108,7 +114,7 @@ fn in_any_region(address: usize) -> bool {
 }
 
 #[inline]
-fn count_system_call() {
+pub(crate) fn count_system_call() {
     if SEALED.with(Cell::get) {
         // Relaxed: an independent counter.
         SEALED_SYSTEM_CALLS.fetch_add(1, Ordering::Relaxed);
@@ -140,7 +146,7 @@ unsafe fn alloc_when_spent(route: &Route, layout: Layout) -> *mut u8 {
 }
 
 #[inline]
-unsafe fn alloc_routed(route: &Route, layout: Layout) -> *mut u8 {
+pub(crate) unsafe fn alloc_routed(route: &Route, layout: Layout) -> *mut u8 {
     let countdown = route.fail_countdown.get();
     if countdown != 0 {
         route.fail_countdown.set(countdown - 1);

@@ -219,6 +219,11 @@ pub fn unwind_cancelled() -> ! {
     panic::resume_unwind(Box::new(Cancelled))
 }
 
+/// Whether an unwind payload is a clean cancellation (as opposed to a panic).
+pub fn is_cancellation(payload: &(dyn Any + Send)) -> bool {
+    payload.is::<Cancelled>()
+}
+
 /// Whether a handler is running on this thread now.
 pub fn in_handler() -> bool {
     !YIELDER.with(Cell::get).is_null()

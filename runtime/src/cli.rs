@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
+use crate::ffi::Plugin;
 use crate::handler::Handler;
 use crate::{sys, Config, Server};
 
@@ -74,7 +75,25 @@ fn load_config(matches: &ArgMatches) -> Result<Config, String> {
             .ok_or_else(|| format!("--set {assignment}: expected KEY=VALUE"))?;
         config.set(key.trim(), value, "a flag").map_err(|e| e.to_string())?;
     }
-    Ok(config)
+    Ok((config, plugin_section))
+}
+
+/// A handler chosen at run time (the built-in app or a plugin).
+struct Chosen(Box<dyn Handler>);
+
+impl Handler for Chosen {
+    fn handle<'a>(&'a self, request: &crate::Request<'a>) -> crate::Response<'a> {
+        self.0.handle(request)
+    }
+}
+
+/// Shares a plugin between the server and the code that calls its `deinit` at exit.
+struct SharedPlugin(std::sync::Arc<Plugin>);
+
+impl Handler for SharedPlugin {
+    fn handle<'a>(&'a self, request: &crate::Request<'a>) -> crate::Response<'a> {
+        self.0.handle(request)
+    }
 }
 
 /// Runs the command line with the demo app.
@@ -95,17 +114,29 @@ pub fn main_with<H: Handler>(
         }
     };
     let (name, sub) = matches.subcommand().expect("a subcommand is required");
-    let config = match load_config(sub) {
-        Ok(config) => config,
+    let (config, plugin_section) = match load_config(sub) {
+        Ok(loaded) => loaded,
         Err(message) => {
             eprintln!("cella: {message}");
             return ExitCode::from(2);
         }
     };
-    match name {
-        "check-config" => check_config(&config),
-        _ => serve(config, make_handler()),
+    if name == "check-config" {
+        return check_config(&config);
     }
+    let Some(path) = sub.get_one::<String>("handler") else {
+        return serve(config, Chosen(Box::new(make_handler())));
+    };
+    let plugin = match Plugin::load(path, &plugin_section) {
+        Ok(plugin) => std::sync::Arc::new(plugin),
+        Err(error) => {
+            eprintln!("cella: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = serve(config, Chosen(Box::new(SharedPlugin(plugin.clone()))));
+    plugin.deinit();
+    code
 }
 
 fn check_config(config: &Config) -> ExitCode {

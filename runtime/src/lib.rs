@@ -23,6 +23,7 @@
 mod cancel;
 pub mod cli;
 pub mod demo;
+pub mod ffi;
 mod handler;
 pub mod http;
 pub mod net;

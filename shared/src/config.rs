@@ -221,11 +221,15 @@ config_keys! {
 }
 
 impl Config {
-    /// Applies a TOML document (keys at the top level, as in `slots = 64`).
+    /// Applies a TOML document (keys at the top level, as in `slots = 64`). A `[plugin]` table
+    /// is left for the plugin (see [`plugin_section`]).
     pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
         let table: toml::Table =
             text.parse().map_err(|e: toml::de::Error| ConfigError::File(e.to_string()))?;
         for (key, value) in &table {
+            if key == "plugin" && value.is_table() {
+                continue; // The plugin's own section, handed to its `init` as text.
+            }
             let text = match value {
                 toml::Value::String(s) => s.clone(),
                 toml::Value::Integer(i) => i.to_string(),
@@ -391,6 +395,16 @@ mod tests {
     }
 
     #[test]
+    fn the_plugin_section_is_left_for_the_plugin() {
+        let text = "slots = 8\n[plugin]\ngreeting = \"hi\"\n";
+        let mut config = Config::default();
+        config.apply_toml(text).unwrap();
+        assert_eq!(config.slots, 8);
+        assert_eq!(plugin_section(text), "greeting = \"hi\"\n");
+        assert!(config.apply_toml("[other]\nx = 1").is_err());
+    }
+
+    #[test]
     fn body_limit_must_fit_in_the_arena() {
         let mut config = Config::default();
         config.request_body_size_max = Size(config.slot_arena_size.0);
@@ -405,6 +419,25 @@ mod tests {
             assert!(!key.doc.trim().is_empty(), "{} has no doc", key.name);
         }
     }
+}
+
+/// The text of a config file's `[plugin]` section (empty when none), handed to a plugin's
+/// `init` as it was written.
+pub fn plugin_section(text: &str) -> String {
+    let mut section = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            inside = trimmed == "[plugin]";
+            continue;
+        }
+        if inside {
+            section.push_str(line);
+            section.push('\n');
+        }
+    }
+    section
 }
 
 /// The configuration reference (docs/configuration.md), rendered from [`Config::KEYS`].

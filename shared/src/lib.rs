@@ -4,7 +4,9 @@
 //! memory mappings. It names every limit cella enforces, parses and validates the configuration
 //! that sets them, and computes the memory plan that the configuration implies.
 #![forbid(unsafe_code)]
+// (abi.rs holds `extern "C"` function-pointer types only: declaring them needs no unsafe block.)
 
+pub mod abi;
 pub mod config;
 pub mod limits;
 pub mod plan;

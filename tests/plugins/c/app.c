@@ -1,0 +1,145 @@
+/*
+ * The shared plugin app, in C: GET / hello, POST /echo, GET /alloc/{kib} (with malloc),
+ * GET /upstream?to=IP:PORT (an outbound call through the host), GET /greeting (set by init
+ * from the config file's [plugin] section).
+ *
+ * Build: cc -shared -fPIC -O2 -I runtime/include -o libapp_c.so tests/plugins/c/app.c
+ * -DAPP_ABI_VERSION=N builds it for another ABI version; -DAPP_NO_ENTRY leaves out the entry.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cella.h"
+
+#ifndef APP_ABI_VERSION
+#define APP_ABI_VERSION CELLA_ABI_VERSION
+#endif
+
+static char greeting[64] = "no greeting";
+
+static int equals(CellaStr s, const char *literal) {
+    size_t n = strlen(literal);
+    return s.len == n && memcmp(s.ptr, literal, n) == 0;
+}
+
+static int starts_with(CellaStr s, const char *prefix) {
+    size_t n = strlen(prefix);
+    return s.len >= n && memcmp(s.ptr, prefix, n) == 0;
+}
+
+static void respond(const CellaHost *host, CellaResponse *response, uint16_t status,
+                    const char *content_type, const void *body, size_t len) {
+    host->response_set_status(response, status);
+    CellaStr type = { (const uint8_t *)content_type, strlen(content_type) };
+    host->response_add_header(response, CELLA_STR("content-type"), type);
+    CellaStr bytes = { (const uint8_t *)body, len };
+    host->response_write(response, bytes);
+}
+
+static void text(const CellaHost *host, CellaResponse *response, uint16_t status, const char *message) {
+    respond(host, response, status, "text/plain; charset=utf-8", message, strlen(message));
+}
+
+static void alloc(const CellaHost *host, CellaResponse *response, CellaStr path) {
+    size_t kib = 0;
+    for (size_t i = strlen("/alloc/"); i < path.len; i++) {
+        if (path.ptr[i] < '0' || path.ptr[i] > '9') { text(host, response, 400, "bad kib\n"); return; }
+        kib = kib * 10 + (size_t)(path.ptr[i] - '0');
+    }
+    size_t bytes = kib * 1024;
+    unsigned char *buffer = malloc(bytes);  /* past the arena, the host answers 500 */
+    if (buffer == NULL && bytes > 0) { text(host, response, 500, "malloc failed\n"); return; }
+    memset(buffer, 1, bytes);
+    char digits[32];
+    int n = snprintf(digits, sizeof digits, "%zu", bytes);
+    free(buffer);
+    respond(host, response, 200, "text/plain; charset=utf-8", digits, (size_t)n);
+}
+
+static void upstream(const CellaHost *host, const CellaRequest *request, CellaResponse *response) {
+    CellaStr query = host->request_query(request);
+    if (!starts_with(query, "to=")) { text(host, response, 400, "expected ?to=IP:PORT\n"); return; }
+    CellaStr address = { query.ptr + 3, query.len - 3 };
+    uint32_t socket;
+    if (host->tcp_connect(request, address, 5000, &socket) != CELLA_STATUS_OK) {
+        text(host, response, 502, "connect failed\n");
+        return;
+    }
+    static const char get[] = "GET / HTTP/1.1\r\nhost: upstream\r\nconnection: close\r\n\r\n";
+    CellaStr out = { (const uint8_t *)get, sizeof get - 1 };
+    if (host->tcp_write(request, socket, out, 5000) != CELLA_STATUS_OK) {
+        text(host, response, 502, "write failed\n");
+        return;
+    }
+    size_t capacity = 256, used = 0;
+    char *received = malloc(capacity);
+    for (;;) {
+        if (used == capacity) { capacity *= 2; received = realloc(received, capacity); }
+        size_t n = 0;
+        if (host->tcp_read(request, socket, (uint8_t *)received + used, capacity - used, 5000, &n) != CELLA_STATUS_OK) {
+            text(host, response, 502, "read failed\n");
+            return;
+        }
+        if (n == 0) break;
+        used += n;
+    }
+    host->tcp_close(request, socket);
+    const char *body = NULL;
+    for (size_t i = 0; i + 3 < used; i++) {
+        if (memcmp(received + i, "\r\n\r\n", 4) == 0) { body = received + i + 4; break; }
+    }
+    if (body == NULL || used < 12) { text(host, response, 502, "bad upstream response\n"); return; }
+    uint16_t status = (uint16_t)atoi(received + 9);
+    respond(host, response, status, "application/octet-stream", body, used - (size_t)(body - received));
+}
+
+static void handle(const CellaHost *host, const CellaRequest *request, CellaResponse *response) {
+    CellaStr method = host->request_method(request);
+    CellaStr path = host->request_path(request);
+    if (equals(method, "GET") && equals(path, "/")) {
+        text(host, response, 200, "Hello, World!");
+    } else if (equals(method, "POST") && equals(path, "/echo")) {
+        CellaStr body = host->request_body(request);
+        respond(host, response, 200, "application/octet-stream", body.ptr, body.len);
+    } else if (equals(method, "GET") && starts_with(path, "/alloc/")) {
+        alloc(host, response, path);
+    } else if (equals(method, "GET") && equals(path, "/upstream")) {
+        upstream(host, request, response);
+    } else if (equals(method, "GET") && equals(path, "/greeting")) {
+        text(host, response, 200, greeting);
+    } else {
+        text(host, response, 404, "not found\n");
+    }
+}
+
+/* Reads `greeting = "..."` from the [plugin] section. */
+static int init(const CellaHost *host, CellaStr config) {
+    (void)host;
+    const char *key = "greeting = \"";
+    size_t key_len = strlen(key);
+    for (size_t i = 0; i + key_len < config.len; i++) {
+        if (memcmp(config.ptr + i, key, key_len) == 0) {
+            size_t start = i + key_len, end = start;
+            while (end < config.len && config.ptr[end] != '"') end++;
+            size_t n = end - start < sizeof greeting - 1 ? end - start : sizeof greeting - 1;
+            memcpy(greeting, config.ptr + start, n);
+            greeting[n] = '\0';
+        }
+    }
+    return 0;
+}
+
+static const CellaPlugin PLUGIN = {
+    .size = sizeof(CellaPlugin),
+    .abi_version = APP_ABI_VERSION,
+    .init = init,
+    .deinit = NULL,
+    .handle = handle,
+};
+
+#ifndef APP_NO_ENTRY
+const CellaPlugin *cella_plugin_entry(void) { return &PLUGIN; }
+#else
+const CellaPlugin *not_the_entry(void) { return &PLUGIN; }
+#endif
