@@ -50,7 +50,8 @@ fn c_plugin() -> &'static PathBuf {
 }
 
 fn run_compiler(mut command: Command, what: &str) {
-    let output = command.output().unwrap_or_else(|e| panic!("{what}: cannot run the compiler: {e}"));
+    let output =
+        command.output().unwrap_or_else(|e| panic!("{what}: cannot run the compiler: {e}"));
     assert!(
         output.status.success(),
         "{what} does not compile:\n{}{}",
@@ -85,7 +86,8 @@ fn nim_plugin() -> &'static PathBuf {
         let root = repo_root();
         let mut command = Command::new("nim");
         command
-            .args(["c", "--app:lib", "--mm:arc", "--threads:on", "-d:useMalloc", "-d:release", "--hints:off"])
+            .args(["c", "--app:lib", "--mm:arc", "--threads:on", "-d:useMalloc", "-d:release"])
+            .args(["-d:noSignalHandler", "--hints:off"])
             .arg(format!("--nimcache:{}", plugins_dir().join("nimcache").display()))
             .arg(format!("--passC:-I{}", root.join("runtime/include").display()))
             .arg(format!("-o:{}", output.display()))
@@ -144,7 +146,9 @@ fn a_plugin_calls_upstream_through_the_host() {
             let (mut stream, _) = upstream.accept().unwrap();
             let mut request = [0u8; 1024];
             let _ = stream.read(&mut request);
-            let _ = stream.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 4\r\nconnection: close\r\n\r\npong");
+            let _ = stream.write_all(
+                b"HTTP/1.1 202 Accepted\r\ncontent-length: 4\r\nconnection: close\r\n\r\npong",
+            );
         });
         let server = serve_plugin(plugin, &["--workers", "1"]);
         let relayed = get(server.addr(), &format!("/upstream?to={address}"));
@@ -179,8 +183,10 @@ fn ten_thousand_plugin_requests_make_no_system_allocation_after_startup() {
 #[test]
 fn the_plugin_section_of_the_config_file_reaches_init() {
     for (language, plugin) in plugins() {
-        let path = std::env::temp_dir().join(format!("cella-plugin-{}-{language}.toml", std::process::id()));
-        std::fs::write(&path, "slots = 4\n[plugin]\ngreeting = \"hello from the config\"\n").unwrap();
+        let path = std::env::temp_dir()
+            .join(format!("cella-plugin-{}-{language}.toml", std::process::id()));
+        std::fs::write(&path, "slots = 4\n[plugin]\ngreeting = \"hello from the config\"\n")
+            .unwrap();
         let server = serve_plugin(plugin, &["--config", path.to_str().unwrap()]);
         assert_eq!(get(server.addr(), "/greeting").text(), "hello from the config", "{language}");
     }

@@ -78,7 +78,10 @@ unsafe fn arena_block(route: &Route, size: usize, align: usize) -> *mut c_void {
     let align = align.max(HEADER);
     let Some(total) = size.checked_add(align) else {
         // SAFETY: as in `alloc_routed`: an impossible size spends the arena.
-        return unsafe { route::alloc_routed(route, Layout::from_size_align_unchecked(usize::MAX / 2, 1)) }.cast();
+        return unsafe {
+            route::alloc_routed(route, Layout::from_size_align_unchecked(usize::MAX / 2, 1))
+        }
+        .cast();
     };
     // SAFETY: align is a power of two (callers check) and total does not overflow.
     let layout = unsafe { Layout::from_size_align_unchecked(total, align) };
@@ -116,7 +119,11 @@ pub unsafe fn malloc(size: usize) -> *mut c_void {
     }
     route::count_system_call();
     // SAFETY: forwarded.
-    unsafe { next!(NEXT_MALLOC, __libc_malloc, fn(usize) -> *mut c_void)(size) }
+    {
+        let next = next!(NEXT_MALLOC, __libc_malloc, fn(usize) -> *mut c_void);
+        // SAFETY: forwarded unchanged to the next allocator.
+        unsafe { next(size) }
+    }
 }
 
 /// `free(3)`.
@@ -138,7 +145,11 @@ pub unsafe fn free(block: *mut c_void) {
     }
     route::count_system_call();
     // SAFETY: not arena memory, so it came from the next allocator.
-    unsafe { next!(NEXT_FREE, __libc_free, fn(*mut c_void) -> ())(block) }
+    {
+        let next = next!(NEXT_FREE, __libc_free, fn(*mut c_void) -> ());
+        // SAFETY: forwarded unchanged to the next allocator.
+        unsafe { next(block) }
+    }
 }
 
 /// `calloc(3)`.
@@ -158,7 +169,11 @@ pub unsafe fn calloc(count: usize, size: usize) -> *mut c_void {
     }
     route::count_system_call();
     // SAFETY: forwarded.
-    unsafe { next!(NEXT_CALLOC, __libc_calloc, fn(usize, usize) -> *mut c_void)(count, size) }
+    {
+        let next = next!(NEXT_CALLOC, __libc_calloc, fn(usize, usize) -> *mut c_void);
+        // SAFETY: forwarded unchanged to the next allocator.
+        unsafe { next(count, size) }
+    }
 }
 
 /// `realloc(3)`.
@@ -175,14 +190,23 @@ pub unsafe fn realloc(block: *mut c_void, size: usize) -> *mut c_void {
     if !in_region && route.is_none() {
         route::count_system_call();
         // SAFETY: forwarded.
-        return unsafe { next!(NEXT_REALLOC, __libc_realloc, fn(*mut c_void, usize) -> *mut c_void)(block, size) };
+        return {
+            let next = next!(NEXT_REALLOC, __libc_realloc, fn(*mut c_void, usize) -> *mut c_void);
+            // SAFETY: forwarded unchanged to the next allocator.
+            unsafe { next(block, size) }
+        };
     }
     let old_size = if in_region {
         // SAFETY: arena memory handed to C comes from `arena_block`.
         unsafe { block_size(block) }
     } else {
         // SAFETY: memory of the next allocator: its usable size is at least what was asked.
-        unsafe { next!(NEXT_USABLE_SIZE, malloc_usable_size_fallback, fn(*mut c_void) -> usize)(block) }
+        {
+            let next =
+                next!(NEXT_USABLE_SIZE, malloc_usable_size_fallback, fn(*mut c_void) -> usize);
+            // SAFETY: forwarded unchanged to the next allocator.
+            unsafe { next(block) }
+        }
     };
     if let (true, Some(route)) = (in_region, route) {
         // SAFETY: the route's arena is valid while entered.
@@ -224,7 +248,11 @@ pub unsafe fn memalign(align: usize, size: usize) -> *mut c_void {
     }
     route::count_system_call();
     // SAFETY: forwarded.
-    unsafe { next!(NEXT_MEMALIGN, __libc_memalign, fn(usize, usize) -> *mut c_void)(align, size) }
+    {
+        let next = next!(NEXT_MEMALIGN, __libc_memalign, fn(usize, usize) -> *mut c_void);
+        // SAFETY: forwarded unchanged to the next allocator.
+        unsafe { next(align, size) }
+    }
 }
 
 /// `posix_memalign(3)`.
@@ -258,7 +286,11 @@ pub unsafe fn malloc_usable_size(block: *mut c_void) -> usize {
         return unsafe { block_size(block) };
     }
     // SAFETY: forwarded.
-    unsafe { next!(NEXT_USABLE_SIZE, malloc_usable_size_fallback, fn(*mut c_void) -> usize)(block) }
+    {
+        let next = next!(NEXT_USABLE_SIZE, malloc_usable_size_fallback, fn(*mut c_void) -> usize);
+        // SAFETY: forwarded unchanged to the next allocator.
+        unsafe { next(block) }
+    }
 }
 
 /// Defines the C allocator symbols in the calling binary, routed as this module describes.
@@ -287,7 +319,11 @@ macro_rules! export_c_allocator {
                 unsafe { cmalloc::realloc(block, size) }
             }
             #[no_mangle]
-            pub unsafe extern "C" fn reallocarray(block: *mut c_void, count: usize, size: usize) -> *mut c_void {
+            pub unsafe extern "C" fn reallocarray(
+                block: *mut c_void,
+                count: usize,
+                size: usize,
+            ) -> *mut c_void {
                 match count.checked_mul(size) {
                     Some(bytes) => unsafe { cmalloc::realloc(block, bytes) },
                     None => std::ptr::null_mut(),
@@ -302,7 +338,11 @@ macro_rules! export_c_allocator {
                 unsafe { cmalloc::memalign(align, size) }
             }
             #[no_mangle]
-            pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> i32 {
+            pub unsafe extern "C" fn posix_memalign(
+                out: *mut *mut c_void,
+                align: usize,
+                size: usize,
+            ) -> i32 {
                 unsafe { cmalloc::posix_memalign(out, align, size) }
             }
             #[no_mangle]

@@ -45,23 +45,33 @@ fn command() -> Command {
     Command::new("cella")
         .about("A web runtime whose memory is fixed at startup")
         .subcommand_required(true)
-        .subcommand(config_args(
-            Command::new("serve")
-                .about("Serve (the built-in demo app unless a program embeds its own)"),
-        ))
+        .subcommand(
+            config_args(Command::new("serve").about(
+                "Serve (the built-in demo app, unless --handler or a program embeds its own)",
+            ))
+            .arg(
+                Arg::new("handler")
+                    .long("handler")
+                    .value_name("PATH.so")
+                    .help("serve the handler of a C-ABI plugin (docs/c-abi.md)"),
+            ),
+        )
         .subcommand(config_args(
             Command::new("check-config")
                 .about("Validate and print the effective config and memory plan"),
         ))
 }
 
-/// Builds the effective configuration from every source.
-fn load_config(matches: &ArgMatches) -> Result<Config, String> {
+/// Builds the effective configuration from every source; also returns the config file's
+/// `[plugin]` section.
+fn load_config(matches: &ArgMatches) -> Result<(Config, String), String> {
     let mut config = Config::default();
+    let mut plugin_section = String::new();
     if let Some(path) = matches.get_one::<String>("config") {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config file {path}: {e}"))?;
         config.apply_toml(&text).map_err(|e| format!("{path}: {e}"))?;
+        plugin_section = cella_shared::config::plugin_section(&text);
     }
     config.apply_env(std::env::vars()).map_err(|e| e.to_string())?;
     for (flag, key, _) in KEY_FLAGS {
@@ -85,6 +95,10 @@ impl Handler for Chosen {
     fn handle<'a>(&'a self, request: &crate::Request<'a>) -> crate::Response<'a> {
         self.0.handle(request)
     }
+
+    fn prepare_thread(&self) {
+        self.0.prepare_thread();
+    }
 }
 
 /// Shares a plugin between the server and the code that calls its `deinit` at exit.
@@ -93,6 +107,10 @@ struct SharedPlugin(std::sync::Arc<Plugin>);
 impl Handler for SharedPlugin {
     fn handle<'a>(&'a self, request: &crate::Request<'a>) -> crate::Response<'a> {
         self.0.handle(request)
+    }
+
+    fn prepare_thread(&self) {
+        self.0.prepare_thread();
     }
 }
 

@@ -53,6 +53,21 @@ impl std::error::Error for LoadError {}
 pub struct Plugin {
     descriptor: &'static CellaPlugin,
     handle: unsafe extern "C" fn(*const CellaHost, *const CellaRequest, *mut CellaResponse),
+    /// The library's TLS module id (0: it has no thread-local storage).
+    tls_module: usize,
+}
+
+/// glibc's argument to `__tls_get_addr` (the x86_64 psABI's `tls_index`).
+#[repr(C)]
+struct TlsIndex {
+    module: usize,
+    offset: usize,
+}
+
+extern "C" {
+    /// Returns this thread's address of a module's TLS block, allocating it (with malloc) on
+    /// the thread's first access.
+    fn __tls_get_addr(index: *const TlsIndex) -> *mut c_void;
 }
 
 // SAFETY: the descriptor is immutable static data of the loaded library, and the ABI contract
@@ -92,9 +107,11 @@ impl Plugin {
             return Err(fail(format!("it does not export `{CELLA_PLUGIN_ENTRY_SYMBOL}`")));
         }
         // SAFETY: the ABI defines the entry symbol as `const CellaPlugin *(void)`.
-        let entry: unsafe extern "C" fn() -> *const CellaPlugin = unsafe { std::mem::transmute(entry) };
+        let entry: unsafe extern "C" fn() -> *const CellaPlugin =
+            unsafe { std::mem::transmute(entry) };
         // SAFETY: calling the plugin's entry, per the ABI; it returns static data or null.
-        let descriptor = unsafe { entry().as_ref() }.ok_or_else(|| fail("its entry returned NULL".into()))?;
+        let descriptor =
+            unsafe { entry().as_ref() }.ok_or_else(|| fail("its entry returned NULL".into()))?;
         // The first two fields are read before anything else, whatever the plugin's version.
         if descriptor.abi_version != CELLA_ABI_VERSION {
             return Err(fail(format!(
@@ -109,7 +126,17 @@ impl Plugin {
                 descriptor.size
             )));
         }
-        let handle = descriptor.handle.ok_or_else(|| fail("its descriptor has no `handle`".into()))?;
+        let handle =
+            descriptor.handle.ok_or_else(|| fail("its descriptor has no `handle`".into()))?;
+        let mut tls_module: usize = 0;
+        // SAFETY: dlinfo(3) with RTLD_DI_TLS_MODID writes a size_t (0 when the library has no
+        // TLS) for a live handle.
+        if unsafe {
+            libc::dlinfo(library, libc::RTLD_DI_TLS_MODID, (&mut tls_module as *mut usize).cast())
+        } != 0
+        {
+            return Err(fail(dlerror_text()));
+        }
         if let Some(init) = descriptor.init {
             // SAFETY: per the ABI; `config` is valid for the call.
             let code = unsafe { init(&HOST, CellaStr::from_bytes(config.as_bytes())) };
@@ -117,7 +144,7 @@ impl Plugin {
                 return Err(fail(format!("its init returned {code}")));
             }
         }
-        Ok(Plugin { descriptor, handle })
+        Ok(Plugin { descriptor, handle, tls_module })
     }
 
     /// Calls the plugin's `deinit`, once, after the last request.
@@ -130,6 +157,17 @@ impl Plugin {
 }
 
 impl Handler for Plugin {
+    /// glibc allocates a dlopen'ed library's thread-local storage lazily, with malloc, the
+    /// first time a thread touches it. Touch it here, on each worker before it is sealed, so that
+    /// allocation is not made inside a request (where it would land in the arena and be wiped).
+    fn prepare_thread(&self) {
+        if self.tls_module != 0 {
+            let index = TlsIndex { module: self.tls_module, offset: 0 };
+            // SAFETY: a valid module id from dlinfo for a library that stays loaded.
+            unsafe { __tls_get_addr(&index) };
+        }
+    }
+
     fn handle<'a>(&'a self, request: &Request<'a>) -> Response<'a> {
         let mut call = Call {
             request,
@@ -142,7 +180,9 @@ impl Handler for Plugin {
         let pointer = &mut call as *mut Call<'_, 'a>;
         // SAFETY: `call` outlives the call; the plugin gets it only as opaque pointers, and the
         // host functions cast them back to `Call` (the only type ever passed).
-        unsafe { (self.handle)(&HOST, pointer as *const CellaRequest, pointer as *mut CellaResponse) };
+        unsafe {
+            (self.handle)(&HOST, pointer as *const CellaRequest, pointer as *mut CellaResponse)
+        };
         if call.cancelled {
             drop(call);
             cancel::unwind_cancelled();
@@ -158,7 +198,10 @@ impl Handler for Plugin {
 
 /// Runs a host function's body, turning a panic into `Internal` and a clean cancellation into
 /// `Cancelled`: nothing unwinds into C.
-fn guarded(call: *const c_void, body: impl FnOnce(&mut Call<'_, '_>) -> CellaStatus) -> CellaStatus {
+fn guarded(
+    call: *const c_void,
+    body: impl FnOnce(&mut Call<'_, '_>) -> CellaStatus,
+) -> CellaStatus {
     if call.is_null() {
         return CellaStatus::NullArgument;
     }
@@ -201,15 +244,19 @@ fn request_of<'c>(request: *const CellaRequest) -> Option<&'c Call<'c, 'c>> {
 }
 
 unsafe extern "C" fn request_method(request: *const CellaRequest) -> CellaStr {
-    request_of(request).map_or(CellaStr::EMPTY, |c| CellaStr::from_bytes(c.request.method().as_str().as_bytes()))
+    request_of(request)
+        .map_or(CellaStr::EMPTY, |c| CellaStr::from_bytes(c.request.method().as_str().as_bytes()))
 }
 
 unsafe extern "C" fn request_path(request: *const CellaRequest) -> CellaStr {
-    request_of(request).map_or(CellaStr::EMPTY, |c| CellaStr::from_bytes(c.request.path().as_bytes()))
+    request_of(request)
+        .map_or(CellaStr::EMPTY, |c| CellaStr::from_bytes(c.request.path().as_bytes()))
 }
 
 unsafe extern "C" fn request_query(request: *const CellaRequest) -> CellaStr {
-    request_of(request).map_or(CellaStr::EMPTY, |c| CellaStr::from_bytes(c.request.query().unwrap_or("").as_bytes()))
+    request_of(request).map_or(CellaStr::EMPTY, |c| {
+        CellaStr::from_bytes(c.request.query().unwrap_or("").as_bytes())
+    })
 }
 
 unsafe extern "C" fn request_body(request: *const CellaRequest) -> CellaStr {
@@ -220,7 +267,11 @@ unsafe extern "C" fn request_header_count(request: *const CellaRequest) -> usize
     request_of(request).map_or(0, |c| c.request.headers().count())
 }
 
-unsafe extern "C" fn request_header(request: *const CellaRequest, name: CellaStr, value: *mut CellaStr) -> CellaStatus {
+unsafe extern "C" fn request_header(
+    request: *const CellaRequest,
+    name: CellaStr,
+    value: *mut CellaStr,
+) -> CellaStatus {
     guarded(request.cast(), |call| {
         let Ok(name) = text_arg(name) else { return CellaStatus::InvalidArgument };
         if value.is_null() {
@@ -271,7 +322,11 @@ unsafe extern "C" fn response_set_status(response: *mut CellaResponse, status: u
     })
 }
 
-unsafe extern "C" fn response_add_header(response: *mut CellaResponse, name: CellaStr, value: CellaStr) -> CellaStatus {
+unsafe extern "C" fn response_add_header(
+    response: *mut CellaResponse,
+    name: CellaStr,
+    value: CellaStr,
+) -> CellaStatus {
     guarded(response.cast(), |call| {
         let (Ok(name), Ok(value)) = (text_arg(name), text_arg(value)) else {
             return CellaStatus::InvalidArgument;
@@ -289,13 +344,26 @@ unsafe extern "C" fn response_write(response: *mut CellaResponse, data: CellaStr
     })
 }
 
-unsafe extern "C" fn arena_alloc(request: *const CellaRequest, size: usize, align: usize) -> *mut c_void {
+unsafe extern "C" fn arena_alloc(
+    request: *const CellaRequest,
+    size: usize,
+    align: usize,
+) -> *mut c_void {
     let Some(call) = request_of(request) else { return std::ptr::null_mut() };
-    let Ok(layout) = std::alloc::Layout::from_size_align(size, align.max(1)) else { return std::ptr::null_mut() };
-    call.request.arena().try_alloc_layout(layout).map_or(std::ptr::null_mut(), |p| p.as_ptr().cast())
+    let Ok(layout) = std::alloc::Layout::from_size_align(size, align.max(1)) else {
+        return std::ptr::null_mut();
+    };
+    call.request
+        .arena()
+        .try_alloc_layout(layout)
+        .map_or(std::ptr::null_mut(), |p| p.as_ptr().cast())
 }
 
-unsafe extern "C" fn arena_alloc_or_cancel(request: *const CellaRequest, size: usize, align: usize) -> *mut c_void {
+unsafe extern "C" fn arena_alloc_or_cancel(
+    request: *const CellaRequest,
+    size: usize,
+    align: usize,
+) -> *mut c_void {
     // SAFETY: forwarded.
     let block = unsafe { arena_alloc(request, size, align) };
     if block.is_null() && request_of(request).is_some() {
@@ -313,14 +381,23 @@ fn io_status(error: &std::io::Error) -> CellaStatus {
     }
 }
 
-unsafe extern "C" fn tcp_connect(request: *const CellaRequest, address: CellaStr, timeout_ms: u32, socket: *mut u32) -> CellaStatus {
+unsafe extern "C" fn tcp_connect(
+    request: *const CellaRequest,
+    address: CellaStr,
+    timeout_ms: u32,
+    socket: *mut u32,
+) -> CellaStatus {
     guarded(request.cast(), |call| {
         let Ok(address) = text_arg(address) else { return CellaStatus::InvalidArgument };
-        let Ok(address) = address.parse::<SocketAddr>() else { return CellaStatus::InvalidArgument };
+        let Ok(address) = address.parse::<SocketAddr>() else {
+            return CellaStatus::InvalidArgument;
+        };
         if socket.is_null() {
             return CellaStatus::NullArgument;
         }
-        let Some(index) = call.sockets.iter().position(Option::is_none) else { return CellaStatus::NotAllowed };
+        let Some(index) = call.sockets.iter().position(Option::is_none) else {
+            return CellaStatus::NotAllowed;
+        };
         match TcpStream::connect(address, Duration::from_millis(u64::from(timeout_ms))) {
             Ok(stream) => {
                 call.sockets[index] = Some(stream);
@@ -333,8 +410,16 @@ unsafe extern "C" fn tcp_connect(request: *const CellaRequest, address: CellaStr
     })
 }
 
-fn socket_of<'c>(call: &'c mut Call<'_, '_>, socket: u32, timeout_ms: u32) -> Result<&'c mut TcpStream, CellaStatus> {
-    let stream = call.sockets.get_mut(socket as usize).and_then(Option::as_mut).ok_or(CellaStatus::NotFound)?;
+fn socket_of<'c>(
+    call: &'c mut Call<'_, '_>,
+    socket: u32,
+    timeout_ms: u32,
+) -> Result<&'c mut TcpStream, CellaStatus> {
+    let stream = call
+        .sockets
+        .get_mut(socket as usize)
+        .and_then(Option::as_mut)
+        .ok_or(CellaStatus::NotFound)?;
     stream.set_timeout(Duration::from_millis(u64::from(timeout_ms)));
     Ok(stream)
 }
@@ -368,7 +453,12 @@ unsafe extern "C" fn tcp_read(
     })
 }
 
-unsafe extern "C" fn tcp_write(request: *const CellaRequest, socket: u32, data: CellaStr, timeout_ms: u32) -> CellaStatus {
+unsafe extern "C" fn tcp_write(
+    request: *const CellaRequest,
+    socket: u32,
+    data: CellaStr,
+    timeout_ms: u32,
+) -> CellaStatus {
     guarded(request.cast(), |call| {
         let Some(data) = bytes(data) else { return CellaStatus::NullArgument };
         let stream = match socket_of(call, socket, timeout_ms) {
@@ -384,12 +474,14 @@ unsafe extern "C" fn tcp_write(request: *const CellaRequest, socket: u32, data: 
 }
 
 unsafe extern "C" fn tcp_close(request: *const CellaRequest, socket: u32) -> CellaStatus {
-    guarded(request.cast(), |call| match call.sockets.get_mut(socket as usize).and_then(Option::take) {
-        Some(stream) => {
-            drop(stream);
-            CellaStatus::Ok
+    guarded(request.cast(), |call| {
+        match call.sockets.get_mut(socket as usize).and_then(Option::take) {
+            Some(stream) => {
+                drop(stream);
+                CellaStatus::Ok
+            }
+            None => CellaStatus::NotFound,
         }
-        None => CellaStatus::NotFound,
     })
 }
 

@@ -20,6 +20,11 @@ pub use http::{Method, StatusCode};
 /// synchronisation (and must not hold arena memory: see the module docs).
 pub trait Handler: Send + Sync + 'static {
     fn handle<'a>(&'a self, request: &Request<'a>) -> Response<'a>;
+
+    /// Called once on each worker thread before it serves, while the process may still use the
+    /// system allocator: set up thread-local state here (anything a handler allocates lazily on
+    /// first use would otherwise land in a request's arena and be wiped).
+    fn prepare_thread(&self) {}
 }
 
 impl<F> Handler for F

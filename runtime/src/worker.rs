@@ -268,6 +268,7 @@ pub(crate) fn run(setup: WorkerSetup) {
 impl Worker {
     fn new(setup: WorkerSetup) -> io::Result<Worker> {
         crate::sys::set_signal_stack(setup.memory.signal_stack)?;
+        setup.handler.prepare_thread();
         let poll = Poll::new()?;
         setup.listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(setup.listener);

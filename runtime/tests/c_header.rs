@@ -4,7 +4,8 @@
 #[test]
 fn the_committed_c_header_matches_the_rust_definitions() {
     let manifest = env!("CARGO_MANIFEST_DIR");
-    let config = cbindgen::Config::from_file(format!("{manifest}/cbindgen.toml")).expect("cbindgen.toml parses");
+    let config = cbindgen::Config::from_file(format!("{manifest}/cbindgen.toml"))
+        .expect("cbindgen.toml parses");
     let bindings = cbindgen::Builder::new()
         .with_crate(format!("{manifest}/../shared"))
         .with_config(config)

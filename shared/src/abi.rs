@@ -109,12 +109,18 @@ pub struct CellaHost {
         unsafe extern "C" fn(response: *mut CellaResponse, bytes: CellaStr) -> CellaStatus,
     /// `size` bytes aligned to `align` (a power of two) from the request's arena; NULL when the
     /// arena is spent. Freed with the request.
-    pub arena_alloc:
-        unsafe extern "C" fn(request: *const CellaRequest, size: usize, align: usize) -> *mut c_void,
+    pub arena_alloc: unsafe extern "C" fn(
+        request: *const CellaRequest,
+        size: usize,
+        align: usize,
+    ) -> *mut c_void,
     /// As `arena_alloc`, but a spent arena cancels the request (its client gets a 500): it
     /// never returns NULL.
-    pub arena_alloc_or_cancel:
-        unsafe extern "C" fn(request: *const CellaRequest, size: usize, align: usize) -> *mut c_void,
+    pub arena_alloc_or_cancel: unsafe extern "C" fn(
+        request: *const CellaRequest,
+        size: usize,
+        align: usize,
+    ) -> *mut c_void,
     /// Connects to `address` (`IP:PORT`) within `timeout_ms`; only this request waits. The
     /// socket is closed with the request if the plugin does not close it.
     pub tcp_connect: unsafe extern "C" fn(

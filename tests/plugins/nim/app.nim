@@ -2,8 +2,9 @@
 ## which -d:useMalloc turns into malloc, and so into the request's arena), GET /upstream?to=IP:PORT
 ## (an outbound call through the host), GET /greeting (set by init from [plugin]).
 ##
-## Build: nim c --app:lib --mm:arc --threads:on -d:useMalloc -d:release \
+## Build: nim c --app:lib --mm:arc --threads:on -d:useMalloc -d:release -d:noSignalHandler \
 ##          --passC:-Iruntime/include -o:libapp_nim.so tests/plugins/nim/app.nim
+## (-d:noSignalHandler: Nim must not take over SIGSEGV, which cella uses for stack overflows.)
 import std/strutils
 
 type
@@ -27,6 +28,7 @@ type
     tcp_write: proc (request: ptr CellaRequest, socket: uint32, bytes: CellaStr,
                      timeoutMs: uint32): cint {.cdecl.}
     tcp_close: proc (request: ptr CellaRequest, socket: uint32): cint {.cdecl.}
+    log: proc (request: ptr CellaRequest, message: CellaStr) {.cdecl.}
   CellaPlugin {.importc, header: "cella.h", bycopy.} = object
     size: uint32
     abi_version: uint32
@@ -109,7 +111,17 @@ proc upstream(host: ptr CellaHost, request: ptr CellaRequest, response: ptr Cell
     return
   respond(host, response, status, "application/octet-stream", received[headEnd + 4 .. ^1])
 
+proc route(host: ptr CellaHost, request: ptr CellaRequest, response: ptr CellaResponse)
+
 proc handle(host: ptr CellaHost, request: ptr CellaRequest, response: ptr CellaResponse) {.cdecl.} =
+  ## No Nim exception may escape into the host: report it and answer 500.
+  try:
+    route(host, request, response)
+  except CatchableError as error:
+    host.log(request, cstr(error.msg))
+    text(host, response, 500, "plugin error\n")
+
+proc route(host: ptr CellaHost, request: ptr CellaRequest, response: ptr CellaResponse) =
   let meth = toNim(host.request_method(request))
   let path = toNim(host.request_path(request))
   if meth == "GET" and path == "/":
@@ -145,7 +157,9 @@ proc pluginInit(host: ptr CellaHost, config: CellaStr): int32 {.cdecl.} =
 
 var plugin: CellaPlugin
 
-proc cella_plugin_entry(): ptr CellaPlugin {.exportc, dynlib, cdecl.} =
+# Declared as cella.h declares it (`const CellaPlugin *cella_plugin_entry(void)`).
+proc cella_plugin_entry(): ptr CellaPlugin {.exportc, dynlib, cdecl,
+    codegenDecl: "N_LIB_EXPORT const $1 $2$3".} =
   plugin.size = uint32(sizeof(CellaPlugin))
   plugin.abi_version = CELLA_ABI_VERSION
   plugin.init = pluginInit
