@@ -48,5 +48,7 @@ echo "== memory-contract tests (release)"
 cargo build --release -p cella --bins --examples
 cargo test --release -p cella-tests --test memory
 
-echo "== no system allocation after startup (LD_PRELOAD and strace)"
+echo "== no system allocation after startup (LD_PRELOAD and strace), demo app and a C plugin"
+cc -shared -fPIC -O2 -I runtime/include -o target/release/libapp_c.so tests/plugins/c/app.c
+tests/check/no-alloc-after-startup.sh target/release/cella target/release/libapp_c.so
 tests/check/no-alloc-after-startup.sh target/release/cella

@@ -4,14 +4,18 @@
 # serving successes, overruns, panics and stack overflows.
 #   1. under an LD_PRELOAD malloc counter (window marked with SIGUSR1/SIGUSR2);
 #   2. under strace -f (window: the ready line's write to the "draining" line's write).
-# Usage: tests/check/no-alloc-after-startup.sh [path/to/cella]   (loopback only; bounded)
+# Usage: tests/check/no-alloc-after-startup.sh [path/to/cella [plugin.so]]   (loopback only; bounded)
+# With a plugin, the server runs `--handler plugin.so` (a C handler that uses malloc).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CELLA=${1:-target/debug/cella}
+PLUGIN=${2:-}
+APP=demo
 REQUESTS=${REQUESTS:-2000}
 WORK=$(mktemp -d)
 trap 'kill "${PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 ARGS=(serve --listen 127.0.0.1:0 --workers 2 --slots 8 --slot-arena 256KiB --set request_body_size_max=64KiB --max-connections 64)
+if [ -n "$PLUGIN" ]; then ARGS+=(--handler "$PLUGIN"); APP=plugin; fi
 
 wait_ready() { # $1: stdout file; prints the address
   for _ in $(seq 1 200); do
@@ -28,7 +32,7 @@ LD_PRELOAD="$WORK/malloc_counter.so" "$CELLA" "${ARGS[@]}" >"$WORK/a.out" 2>"$WO
 PID=$!
 ADDR=$(wait_ready "$WORK/a.out")
 kill -USR1 "$PID"
-python3 tests/check/load.py "$ADDR" "$REQUESTS"
+python3 tests/check/load.py "$ADDR" "$REQUESTS" "$APP"
 kill -USR2 "$PID"
 for _ in $(seq 1 100); do grep -q 'malloc-counter:' "$WORK/a.err" && break; sleep 0.05; done
 kill -TERM "$PID"; wait_exit "$PID"
@@ -41,7 +45,7 @@ strace -f -qq -o "$WORK/trace" -e trace=mmap,munmap,brk,mprotect,madvise,mremap,
   "$CELLA" "${ARGS[@]}" >"$WORK/b.out" 2>"$WORK/b.err" &
 PID=$!
 ADDR=$(wait_ready "$WORK/b.out")
-python3 tests/check/load.py "$ADDR" "$((REQUESTS / 4))"
+python3 tests/check/load.py "$ADDR" "$((REQUESTS / 4))" "$APP"
 SERVER=$(pgrep -P "$PID" | head -1)   # strace's child is the server; signal it, not strace
 kill -TERM "$SERVER"; wait_exit "$PID"
 WINDOW=$(awk '/write\(1, "listening on http/ {on=1; next} /write\(2, "cella: draining/ {on=0} on' "$WORK/trace")
