@@ -3,12 +3,16 @@
 
 use std::io;
 
+/// Runs a libc call that returns -1 on failure, as `io::Result`. Shared with the runtime's `sys`
+/// (`cella_arena::syscall!`), so every raw call in cella goes through this one helper.
+#[macro_export]
+#[doc(hidden)]
 macro_rules! syscall {
     ($call:expr) => {{
         // SAFETY: each caller states the contract of the call it wraps.
         let result = unsafe { $call };
         if result == -1 {
-            Err(io::Error::last_os_error())
+            Err(::std::io::Error::last_os_error())
         } else {
             Ok(result)
         }

@@ -162,6 +162,20 @@ impl ServerProcess {
         self.wait_exit()
     }
 
+    /// SIGTERM, waits for a clean exit, and returns the server's own count of system allocator
+    /// calls made after startup (from the line it prints once drained).
+    pub fn terminate_and_count_system_allocations(&mut self) -> u64 {
+        let status = self.terminate();
+        assert!(status.success(), "{status:?}: {}", self.stderr());
+        let stderr = self.stderr();
+        let count = stderr.lines().find_map(|line| {
+            line.strip_prefix("cella: drained; system allocator calls after startup: ")
+        });
+        count
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no drain line: {stderr}"))
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
     }

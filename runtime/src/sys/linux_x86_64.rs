@@ -10,17 +10,7 @@ use cella_arena::Span;
 
 use crate::cancel;
 
-macro_rules! syscall {
-    ($call:expr) => {{
-        // SAFETY: each caller states the contract of the call it wraps.
-        let result = unsafe { $call };
-        if result == -1 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(result)
-        }
-    }};
-}
+use cella_arena::syscall;
 
 /// The actions that were installed before ours, to which faults we do not own are passed.
 static mut PREVIOUS_SEGV: MaybeUninit<libc::sigaction> = MaybeUninit::zeroed();
