@@ -7,6 +7,7 @@ use std::ptr::NonNull;
 use cella_shared::plan::MemoryPlan;
 use memmap2::{MmapMut, MmapOptions};
 
+use crate::arena::Arena;
 use crate::route;
 use crate::sys::{self, Protection};
 
@@ -53,19 +54,27 @@ pub struct SlotMemory {
 }
 
 /// One connection's fixed buffers.
-#[derive(Clone, Copy, Debug)]
 pub struct ConnectionMemory {
-    pub read: Span,
-    pub write: Span,
+    pub read: Buffer,
+    pub write: Buffer,
 }
 
-/// Everything one worker owns in the region.
-#[derive(Debug)]
+/// Everything one worker owns in the region: each span has exactly one owner.
 pub struct WorkerMemory {
     pub signal_stack: Span,
-    pub panic_reserve: Span,
-    pub slots: Vec<SlotMemory>,
+    pub panic_reserve: Arena,
+    /// Each slot's spans, and the arena over its arena span.
+    pub slots: Vec<(SlotMemory, Arena)>,
     pub connections: Vec<ConnectionMemory>,
+}
+
+/// Where everything lies: plain spans, before they are handed to their owners.
+#[derive(Debug)]
+struct WorkerLayout {
+    signal_stack: Span,
+    panic_reserve: Span,
+    slots: Vec<SlotMemory>,
+    connections: Vec<(Span, Span)>,
 }
 
 /// How the region is brought into memory at startup.
@@ -105,6 +114,7 @@ pub struct Region {
     map: MmapMut,
     plan: MemoryPlan,
     registry_index: usize,
+    carved: bool,
 }
 
 impl Region {
@@ -126,8 +136,8 @@ impl Region {
         }
         let registry_index = route::register_region(map.as_ptr() as usize, len)
             .ok_or_else(|| fail("register", io::Error::other("too many regions in one process")))?;
-        let region = Region { map, plan: *plan, registry_index };
-        for worker in region.carve() {
+        let region = Region { map, plan: *plan, registry_index, carved: false };
+        for worker in region.layout() {
             for slot in &worker.slots {
                 slot.guard.protect(false).map_err(|e| fail("protect the guard pages of", e))?;
                 if options.quarantine {
@@ -146,16 +156,47 @@ impl Region {
         Span::new(self.map.as_ptr().cast_mut(), self.map.len())
     }
 
+    /// Hands the region out, worker by worker, each span to exactly one owner (an `Arena`, a
+    /// `Buffer`, or a plain `Span` for stacks).
+    ///
+    /// # Panics
+    /// When called a second time: a span must never have two owners.
+    pub fn carve(&mut self) -> Vec<WorkerMemory> {
+        assert!(!self.carved, "a region is carved once: each span has exactly one owner");
+        self.carved = true;
+        self.layout()
+            .into_iter()
+            .map(|worker| WorkerMemory {
+                signal_stack: worker.signal_stack,
+                // SAFETY (all three): `carved` guarantees these spans are handed out once, they
+                // are valid, writable pages of the mapping, and the region outlives its workers.
+                panic_reserve: unsafe { Arena::new(worker.panic_reserve) },
+                slots: worker
+                    .slots
+                    .into_iter()
+                    .map(|slot| (slot, unsafe { Arena::new(slot.arena) }))
+                    .collect(),
+                connections: worker
+                    .connections
+                    .into_iter()
+                    .map(|(read, write)| unsafe {
+                        ConnectionMemory { read: Buffer::new(read), write: Buffer::new(write) }
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// Splits the region into the spans of each worker, following the layout in
-    /// `cella_shared::plan`. Carving is pure arithmetic: calling it twice gives the same spans.
-    pub fn carve(&self) -> Vec<WorkerMemory> {
+    /// `cella_shared::plan`. Pure arithmetic: calling it twice gives the same spans.
+    fn layout(&self) -> Vec<WorkerLayout> {
         let plan = &self.plan;
         let mut cursor = Carver {
             next: self.map.as_ptr() as usize,
             end: self.map.as_ptr() as usize + self.map.len(),
         };
-        let mut workers: Vec<WorkerMemory> = (0..plan.workers)
-            .map(|_| WorkerMemory {
+        let mut workers: Vec<WorkerLayout> = (0..plan.workers)
+            .map(|_| WorkerLayout {
                 signal_stack: cursor.take(plan.signal_stack_size),
                 panic_reserve: cursor.take(plan.panic_reserve_size),
                 slots: Vec::new(),
@@ -175,10 +216,7 @@ impl Region {
         for (index, worker) in workers.iter_mut().enumerate() {
             let count = MemoryPlan::share(plan.connections, plan.workers, index);
             worker.connections = (0..count)
-                .map(|_| ConnectionMemory {
-                    read: cursor.take(plan.read_buffer_size),
-                    write: cursor.take(plan.write_buffer_size),
-                })
+                .map(|_| (cursor.take(plan.read_buffer_size), cursor.take(plan.write_buffer_size)))
                 .collect();
         }
         assert_eq!(cursor.next, cursor.end, "the plan's total matches its parts");
@@ -227,7 +265,7 @@ mod tests {
         let region =
             Region::map(&small_plan(), RegionOptions { prefault: true, ..Default::default() })
                 .unwrap();
-        let workers = region.carve();
+        let workers = region.layout();
         assert_eq!(workers.len(), 2);
         assert_eq!(workers[0].slots.len() + workers[1].slots.len(), 3);
         assert_eq!(workers[0].connections.len() + workers[1].connections.len(), 5);
@@ -243,8 +281,8 @@ mod tests {
                 assert_eq!(slot.guard.ptr.as_ptr() as usize % sys::page_size(), 0);
                 spans.extend([slot.guard, slot.stack, slot.arena]);
             }
-            for connection in &worker.connections {
-                spans.extend([connection.read, connection.write]);
+            for (read, write) in &worker.connections {
+                spans.extend([*read, *write]);
             }
         }
         let total: usize = spans.iter().map(|s| s.len).sum();
@@ -289,5 +327,22 @@ impl Buffer {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as in `as_slice`; `&mut self` makes the borrow unique.
         unsafe { std::slice::from_raw_parts_mut(self.span.ptr.as_ptr(), self.span.len) }
+    }
+}
+
+#[cfg(test)]
+mod carve_tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "carved once")]
+    fn a_region_is_carved_once() {
+        let mut config = cella_shared::Config::default();
+        config.slots = 1;
+        config.connections_max = 1;
+        let plan = MemoryPlan::new(&config, 1, crate::sys::page_size() as u64);
+        let mut region = Region::map(&plan, RegionOptions::default()).unwrap();
+        let _first = region.carve();
+        let _second = region.carve();
     }
 }

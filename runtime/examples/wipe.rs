@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use cella_arena::{Arena, Region, RegionOptions};
+use cella_arena::{Region, RegionOptions};
 use cella_shared::{config::Size, Config, MemoryPlan};
 
 fn main() {
@@ -12,11 +12,9 @@ fn main() {
     config.connections_max = 1;
     config.slot_arena_size = Size(1 << 20);
     let plan = MemoryPlan::new(&config, 1, cella_arena::page_size() as u64);
-    let region = Region::map(&plan, RegionOptions { prefault: true, ..Default::default() })
+    let mut region = Region::map(&plan, RegionOptions { prefault: true, ..Default::default() })
         .expect("region maps");
-    let slot = region.carve().remove(0).slots.remove(0);
-    // SAFETY: the span is this program's alone and outlives the arena.
-    let mut arena = unsafe { Arena::new(slot.arena) };
+    let (_, mut arena) = region.carve().remove(0).slots.remove(0);
     println!("## Slot wipe cost\n\nTime to wipe an arena after a request used `used` bytes of it (1 MiB arena; `runtime/examples/wipe.rs`).\n");
     println!("| used | ns per wipe |\n| --- | --- |");
     for used in [1usize << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20] {

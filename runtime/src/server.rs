@@ -81,7 +81,7 @@ impl Server {
             mlock: self.config.mlock,
             quarantine: self.config.quarantine,
         };
-        let region = Region::map(&plan, options).map_err(StartError::Region)?;
+        let mut region = Region::map(&plan, options).map_err(StartError::Region)?;
         let listeners = bind_listeners(self.config.listen, plan.workers)?;
         let local_addr = listeners[0]
             .local_addr()

@@ -97,8 +97,11 @@ impl RawRequest {
         })
     }
 
-    pub(crate) fn set_body(&mut self, body: &[u8]) {
-        self.body = RawStr { ptr: body.as_ptr(), len: body.len() };
+    /// Makes the fully read `body` the request's body, giving back to `arena` what a chunked
+    /// body's allocation did not use.
+    pub(crate) fn set_body(&mut self, body: BodyBuf, arena: &Arena) {
+        arena.try_resize_in_place(body.ptr, body.filled);
+        self.body = RawStr { ptr: body.ptr, len: body.filled };
     }
 
     /// The request as the handler sees it.
@@ -149,10 +152,5 @@ impl BodyBuf {
         // SAFETY: [ptr, ptr+len) is an arena allocation owned by this body alone until the
         // handler starts, and no other reference to it exists while the body is being read.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(self.filled), self.len - self.filled) }
-    }
-
-    pub(crate) fn filled(&self) -> &[u8] {
-        // SAFETY: as in `unfilled`, for the filled part.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.filled) }
     }
 }

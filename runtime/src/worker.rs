@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use cella_arena::{Arena, Buffer, Route, SlotMemory, WorkerMemory};
+use cella_arena::{Arena, Buffer, ConnectionMemory, Route, SlotMemory, WorkerMemory};
 use cella_shared::Config;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -277,18 +277,15 @@ impl Worker {
         setup.shared.wakers.lock().map_err(|_| io::Error::other("poisoned"))?.push(waker);
         let settings = setup.settings;
         let memory = setup.memory;
-        let conns: Box<[Conn]> =
-            memory.connections.iter().map(|c| Conn::new(c.read, c.write)).collect();
+        let conns: Box<[Conn]> = memory.connections.into_iter().map(Conn::new).collect();
         let sockets_max = settings.slot_sockets_max;
         let slots: Box<[Slot]> = memory
             .slots
-            .iter()
+            .into_iter()
             .enumerate()
-            .map(|(index, memory)| {
-                Slot::new(
-                    *memory,
-                    SlotSockets::new(sockets_max, SOCKET_TOKEN_BASE + index * sockets_max.max(1)),
-                )
+            .map(|(index, (memory, arena))| {
+                let token_base = SOCKET_TOKEN_BASE + index * sockets_max.max(1);
+                Slot::new(memory, arena, SlotSockets::new(sockets_max, token_base))
             })
             .collect();
         for slot in slots.iter() {
@@ -316,7 +313,7 @@ impl Worker {
             shared: setup.shared,
             // SAFETY: the reserve span is this worker's alone and lives as long as the region,
             // which outlives the worker.
-            reserve: unsafe { Arena::new(memory.panic_reserve) },
+            reserve: memory.panic_reserve,
             date: DateCache::default(),
             now,
             next_sweep: now + SWEEP_INTERVAL,
@@ -412,17 +409,15 @@ impl Worker {
 }
 
 impl Conn {
-    fn new(read: cella_arena::Span, write: cella_arena::Span) -> Conn {
+    fn new(memory: ConnectionMemory) -> Conn {
         Conn {
             phase: Phase::Free,
             stream: None,
             remote: SocketAddr::from(([0, 0, 0, 0], 0)),
-            // SAFETY: each connection span is carved once and handed to exactly one buffer.
-            read: unsafe { Buffer::new(read) },
+            read: memory.read,
             read_start: 0,
             read_end: 0,
-            // SAFETY: as above.
-            write: unsafe { Buffer::new(write) },
+            write: memory.write,
             write_start: 0,
             write_end: 0,
             pending: None,
@@ -527,11 +522,10 @@ impl Conn {
 }
 
 impl Slot {
-    fn new(memory: SlotMemory, sockets: SlotSockets) -> Slot {
+    fn new(memory: SlotMemory, arena: Arena, sockets: SlotSockets) -> Slot {
         Slot {
             memory,
-            // SAFETY: the arena span is this slot's alone and outlives the worker.
-            arena: unsafe { Arena::new(memory.arena) },
+            arena,
             route: Route {
                 arena: std::ptr::null(),
                 reserve: std::ptr::null(),
@@ -693,8 +687,8 @@ impl Worker {
         let headers = &mut storage[..self.settings.headers_count_max];
         let conn = &self.conns[index];
         let buffered = conn.buffered();
-        let head = match parse::parse_head(buffered, headers, self.settings.head_limits) {
-            Ok(Some(head)) => head,
+        let (head, fields) = match parse::parse_head(buffered, headers, self.settings.head_limits) {
+            Ok(Some(parsed)) => parsed,
             Ok(None) => {
                 if conn.eof {
                     self.close(index);
@@ -707,13 +701,6 @@ impl Worker {
         };
         let Some(slot_index) = self.free_slots.pop() else {
             return self.no_slot(index, head.len, head.framing != Framing::Empty);
-        };
-        // SAFETY: httparse initialised the first `headers_count` entries.
-        let fields = unsafe {
-            std::slice::from_raw_parts(
-                headers.as_ptr().cast::<httparse::Header<'_>>(),
-                head.headers_count,
-            )
         };
         let (path, query) = match parse::split_target(head.method, head.target) {
             Ok(parts) => parts,
@@ -839,23 +826,16 @@ impl Worker {
             return false;
         }
         let slot_index = conn.slot.expect("a connection reading a body holds a slot");
-        let body: &[u8] = match conn.body {
-            BodyState::None => &[],
-            BodyState::Length(buf) | BodyState::Chunked(buf, _) => {
-                // Give back what a chunked body did not use.
-                self.slots[slot_index]
-                    .arena
-                    .try_resize_in_place(buf.filled().as_ptr().cast_mut(), buf.filled);
-                // SAFETY: the body lives in the slot's arena until the slot is wiped.
-                unsafe { std::slice::from_raw_parts(buf.filled().as_ptr(), buf.filled) }
-            }
+        let body = match conn.body {
+            BodyState::None => None,
+            BodyState::Length(buf) | BodyState::Chunked(buf, _) => Some(buf),
         };
         conn.body = BodyState::None;
         conn.phase = Phase::Running;
         self.deadlines[index] = None;
         let slot = &mut self.slots[slot_index];
-        if let Some(request) = slot.request.as_mut() {
-            request.set_body(body);
+        if let (Some(request), Some(body)) = (slot.request.as_mut(), body) {
+            request.set_body(body, &slot.arena);
         }
         self.start_handler(slot_index);
         true

@@ -36,11 +36,11 @@ pub struct Head<'b> {
 /// Parses a head from `buf`. `Ok(None)`: more bytes are needed (and may come: the limits are
 /// not yet reached).
 /// `headers` need not be initialised: httparse fills the first `Head::headers_count`.
-pub fn parse_head<'b>(
+pub fn parse_head<'b, 'h>(
     buf: &'b [u8],
-    headers: &mut [std::mem::MaybeUninit<httparse::Header<'b>>],
+    headers: &'h mut [std::mem::MaybeUninit<httparse::Header<'b>>],
     limits: HeadLimits,
-) -> Result<Option<Head<'b>>, ErrorKind> {
+) -> Result<Option<(Head<'b>, &'h [httparse::Header<'b>])>, ErrorKind> {
     check_request_line(buf, limits.line_bytes_max)?;
     let mut request = httparse::Request::new(&mut []);
     let len = match request.parse_with_uninit_headers(buf, headers) {
@@ -63,9 +63,10 @@ pub fn parse_head<'b>(
     else {
         return Err(ErrorKind::MalformedHead);
     };
-    let headers_count = request.headers.len();
-    let fields = analyse_fields(request.headers, minor_version)?;
-    Ok(Some(Head {
+    let fields_parsed: &'h [httparse::Header<'b>] = request.headers;
+    let headers_count = fields_parsed.len();
+    let fields = analyse_fields(fields_parsed, minor_version)?;
+    let head = Head {
         len,
         method,
         target,
@@ -74,7 +75,8 @@ pub fn parse_head<'b>(
         framing: fields.framing,
         keep_alive: fields.keep_alive,
         expect_continue: fields.expect_continue,
-    }))
+    };
+    Ok(Some((head, fields_parsed)))
 }
 
 /// 414 as soon as the request line is known to be too long, even before the head is complete.
@@ -219,7 +221,7 @@ mod tests {
     fn parse(text: &str) -> Result<Option<Head<'_>>, ErrorKind> {
         let mut headers = [std::mem::MaybeUninit::uninit(); 8];
         parse_head(text.as_bytes(), &mut headers, LIMITS)
-            .map(|head| head.map(|h| Head { method: "", target: "", ..h }))
+            .map(|parsed| parsed.map(|(h, _)| Head { method: "", target: "", ..h }))
     }
 
     #[test]
