@@ -210,3 +210,22 @@ fn body_limit_allows_exact_limit_and_is_enforced() {
     chunked_past.extend_from_slice(b"x\r\n0\r\n\r\n");
     assert_rejected_and_closed(&server, &chunked_past, 413);
 }
+
+#[test]
+fn responses_larger_than_the_write_buffer_go_out_whole_and_the_connection_stays_usable() {
+    let server = ServerProcess::start(&[]);
+    let mut client = Client::connect(server.addr());
+    let body: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
+    let mut request =
+        format!("POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n", body.len())
+            .into_bytes();
+    request.extend_from_slice(&body);
+    // Twice, pipelined, then a small request: order and bytes must survive the large writes.
+    let mut batch = request.clone();
+    batch.extend_from_slice(&request);
+    batch.extend_from_slice(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n");
+    client.send(&batch);
+    assert_eq!(client.response().body, body);
+    assert_eq!(client.response().body, body);
+    assert_eq!(client.response().body, b"Hello, World!");
+}

@@ -217,3 +217,46 @@ fn a_second_signal_exits_at_once() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!((status.code(), status.signal()), (Some(1), None));
 }
+
+#[test]
+fn a_client_that_stops_reading_its_response_is_cut_off_by_the_write_deadline() {
+    // An 8 MiB echo: more than the kernel's socket buffers hold while the client reads nothing.
+    let server = ServerProcess::start(&[
+        "--slots",
+        "1",
+        "--slot-arena",
+        "16MiB",
+        "--set",
+        "request_body_size_max=8MiB",
+        "--set",
+        "response_write_timeout_ms=300",
+    ]);
+    let body = vec![b'x'; 8 << 20];
+    let mut stalled = TcpStream::connect(server.addr()).unwrap();
+    stalled
+        .write_all(
+            format!("POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n", body.len())
+                .as_bytes(),
+        )
+        .unwrap();
+    stalled.write_all(&body).unwrap();
+    // The only slot is held while the response is written; once the deadline passes, the
+    // connection is closed and the slot is free for this request.
+    let started = Instant::now();
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while get_status_or_zero(server.addr()) != 200 {
+        assert!(Instant::now() < deadline, "the slot was never freed");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The stalled client gets less than the whole response, then the end of the stream.
+    stalled.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+    let mut received = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        match stalled.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+    }
+    assert!(received < body.len(), "cut off before the whole response ({received} bytes)");
+}

@@ -160,8 +160,11 @@ impl Pending {
     /// The unsent part of `(ptr, len)`, which starts `offset` bytes into the pending bytes.
     fn rest(&self, part: (*const u8, usize), offset: usize) -> &[u8] {
         let skip = self.sent.saturating_sub(offset).min(part.1);
+        if skip == part.1 {
+            return &[]; // Nothing left (or an absent part, whose pointer may be null).
+        }
         // SAFETY: pending bytes are in the slot's arena (or static), which the slot keeps until
-        // the connection clears `pending`.
+        // the connection clears `pending`; `skip < len`, so the pointer is a real one.
         unsafe { std::slice::from_raw_parts(part.0.add(skip), part.1 - skip) }
     }
 }
