@@ -14,6 +14,8 @@ enum Segment {
 struct RouteEntry {
     method: Method,
     segments: Vec<Segment>,
+    /// Whether the pattern captures anything (if not, the request is passed on as it is).
+    captures: bool,
     handler: Box<dyn Handler>,
 }
 
@@ -49,7 +51,12 @@ impl Router {
         }
         let captures = segments.iter().filter(|s| !matches!(s, Segment::Literal(_))).count();
         assert!(captures <= crate::handler::PARAMS_MAX, "too many parameters in {pattern}");
-        self.routes.push(RouteEntry { method, segments, handler: Box::new(handler) });
+        self.routes.push(RouteEntry {
+            method,
+            segments,
+            captures: captures > 0,
+            handler: Box::new(handler),
+        });
         self
     }
 
@@ -100,6 +107,9 @@ impl Handler for Router {
                 continue;
             }
             if let Some(params) = match_path(&route.segments, request.path) {
+                if !route.captures {
+                    return route.handler.handle(request);
+                }
                 let routed = Request { params, ..request.clone() };
                 return route.handler.handle(&routed);
             }
