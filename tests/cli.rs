@@ -93,3 +93,18 @@ fn the_ready_line_is_the_first_line_on_stdout_and_names_the_bound_port() {
     assert_ne!(server.addr().port(), 0);
     assert!(server.wait_stderr("memory plan:"), "the plan is logged at startup");
 }
+
+#[test]
+fn serve_refuses_to_start_when_the_region_cannot_be_mapped() {
+    // 256 slots of 1 MiB need more address space than `ulimit -v` leaves.
+    let script = format!(
+        "ulimit -v 300000 && exec {} serve --listen 127.0.0.1:0 --slots 256 --slot-arena 1MiB",
+        binary("cella").display()
+    );
+    let output =
+        Command::new("sh").args(["-c", &script]).env_remove("CELLA_QUARANTINE").output().unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty(), "no ready line");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot map the") && stderr.contains("-byte region"), "{stderr}");
+}

@@ -229,3 +229,31 @@ fn responses_larger_than_the_write_buffer_go_out_whole_and_the_connection_stays_
     assert_eq!(client.response().body, body);
     assert_eq!(client.response().body, b"Hello, World!");
 }
+
+/// A chunked POST /echo of "hello" whose one chunk carries `extension` and whose trailer
+/// section is `trailer`.
+fn chunked_echo(extension: &str, trailer: &str) -> Vec<u8> {
+    format!(
+        "POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n5;{extension}\r\nhello\r\n0\r\n{trailer}\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn chunk_extension_limit_allows_exact_limit_and_is_enforced() {
+    let server = ServerProcess::start(&["--set", "chunk_extension_size_max=100"]);
+    let (response, _) = exchange(server.addr(), &chunked_echo(&"e".repeat(100), ""));
+    assert_eq!((response.status, response.body.as_slice()), (200, &b"hello"[..]));
+    assert_rejected_and_closed(&server, &chunked_echo(&"e".repeat(101), ""), 400);
+}
+
+#[test]
+fn trailer_limit_allows_exact_limit_and_is_enforced() {
+    let server = ServerProcess::start(&["--set", "trailer_size_max=100"]);
+    // Trailer bytes are counted without their CRLFs: "x: " + 97 bytes = 100.
+    let at_limit = format!("x: {}\r\n", "t".repeat(97));
+    let (response, _) = exchange(server.addr(), &chunked_echo("e", &at_limit));
+    assert_eq!((response.status, response.body.as_slice()), (200, &b"hello"[..]));
+    let past = format!("x: {}\r\n", "t".repeat(98));
+    assert_rejected_and_closed(&server, &chunked_echo("e", &past), 431);
+}

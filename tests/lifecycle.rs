@@ -260,3 +260,23 @@ fn a_client_that_stops_reading_its_response_is_cut_off_by_the_write_deadline() {
     }
     assert!(received < body.len(), "cut off before the whole response ({received} bytes)");
 }
+
+#[test]
+fn after_a_closing_error_input_is_drained_only_until_the_linger_deadline() {
+    let server = ServerProcess::start(&["--set", "linger_timeout_ms=300"]);
+    let mut client = Client::connect(server.addr());
+    // A malformed head: 400 and close. The server half-closes (FIN) and keeps reading what the
+    // client still sends, for the linger time, then closes: later writes fail (reset).
+    client.send(b"GET / HTTP/1.1\r\nhost: t\r\nbad header\r\n\r\n");
+    assert_eq!(client.response().status, 400);
+    let started = Instant::now();
+    let mut stream = client.stream;
+    while stream.write_all(b"garbage").is_ok() {
+        assert!(started.elapsed() < Duration::from_secs(5), "never closed");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "lingered for the configured time first"
+    );
+}

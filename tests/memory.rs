@@ -156,4 +156,14 @@ fn thousands_of_requests_make_no_system_allocation_after_startup() {
     assert_eq!(client.response().body, b"ok");
     drop(client);
     assert_eq!(server.terminate_and_count_system_allocations(), 0);
+    // The fullest arena held the chunked echo: its body buffer reserves request_body_size_max
+    // (64 KiB) plus the head. (A 100000 KiB `Vec` fails at once: it never fills the arena.)
+    let high_water: u64 = server
+        .stderr()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("cella: the fullest arena held ")?.strip_suffix(" bytes")?.parse().ok()
+        })
+        .expect("the high-water line");
+    assert!(high_water > 64 << 10 && high_water <= 256 << 10, "{high_water}");
 }

@@ -80,7 +80,8 @@ struct WorkerLayout {
 /// How the region is brought into memory at startup.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RegionOptions {
-    /// Populate every page at map time (MAP_POPULATE), so the resident size is fixed at once.
+    /// Fault in every page at startup (`MADV_POPULATE_WRITE`), so the resident size is fixed at
+    /// once; a failure to do so refuses startup.
     pub prefault: bool,
     /// mlock the whole region.
     pub mlock: bool,
@@ -125,12 +126,10 @@ impl Region {
         let fail = |step, source| RegionError { step, bytes, source };
         let len =
             usize::try_from(bytes).map_err(|_| fail("map", io::ErrorKind::InvalidInput.into()))?;
-        let mut map_options = MmapOptions::new();
-        map_options.len(len);
+        let mut map = MmapOptions::new().len(len).map_anon().map_err(|e| fail("map", e))?;
         if options.prefault {
-            map_options.populate();
+            sys::populate(map.as_mut_ptr(), len).map_err(|e| fail("prefault", e))?;
         }
-        let map = map_options.map_anon().map_err(|e| fail("map", e))?;
         if options.mlock {
             sys::lock(map.as_ptr().cast_mut(), len).map_err(|e| fail("mlock", e))?;
         }

@@ -47,3 +47,26 @@ pub fn protect(ptr: *mut u8, len: usize, protection: Protection) -> io::Result<(
 pub fn lock(ptr: *mut u8, len: usize) -> io::Result<()> {
     syscall!(libc::mlock(ptr.cast(), len)).map(drop)
 }
+
+/// Faults in every page of a writable span now, and says so when the kernel cannot
+/// (`madvise(MADV_POPULATE_WRITE)`, Linux 5.14+). Unlike `MAP_POPULATE`, which is best effort and
+/// silent, a failure here is reported, so a process that cannot have its memory refuses to start.
+/// On older kernels (EINVAL) the pages are touched one by one instead.
+pub fn populate(ptr: *mut u8, len: usize) -> io::Result<()> {
+    match syscall!(libc::madvise(ptr.cast(), len, libc::MADV_POPULATE_WRITE)) {
+        Ok(_) => Ok(()),
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+            let page = page_size();
+            for offset in (0..len).step_by(page) {
+                // SAFETY: `ptr + offset` is inside the writable span (caller's contract); a
+                // volatile read and write of the same byte keeps its value and faults the page in.
+                unsafe {
+                    let byte = ptr.add(offset);
+                    byte.write_volatile(byte.read_volatile());
+                }
+            }
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
+}

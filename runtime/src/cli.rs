@@ -207,7 +207,9 @@ fn serve(config: Config, handler: impl Handler) -> ExitCode {
     }
     cella_arena::unseal_current_thread();
     let calls = cella_arena::sealed_system_calls();
+    let high_water = server.stats().arena_high_water_bytes;
     drop(server);
+    eprintln!("cella: the fullest arena held {high_water} bytes");
     eprintln!("cella: drained; system allocator calls after startup: {calls}");
     ExitCode::SUCCESS
 }

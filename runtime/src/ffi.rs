@@ -22,8 +22,9 @@ use crate::cancel;
 use crate::handler::{Handler, Request, Response, StatusCode};
 use crate::net::TcpStream;
 
-/// Most outbound sockets one plugin call may hold (its handle numbers are indexes here).
-const PLUGIN_SOCKETS_MAX: usize = 8;
+/// Room for socket handles in one plugin call: the hard ceiling of `slot_sockets_max`, which is
+/// what really limits a request (its slot's socket table refuses more).
+const PLUGIN_SOCKETS_MAX: usize = cella_shared::limits::SLOT_SOCKETS_MAX;
 /// Longest log line a plugin may write (the rest is cut).
 const LOG_BYTES_MAX: usize = 200;
 
@@ -174,7 +175,7 @@ impl Handler for Plugin {
             status: 200,
             headers: Vec::new(),
             body: Vec::new(),
-            sockets: Default::default(),
+            sockets: std::array::from_fn(|_| None),
             cancelled: false,
         };
         let pointer = &mut call as *mut Call<'_, 'a>;

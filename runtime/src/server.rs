@@ -55,6 +55,9 @@ pub struct Stats {
     pub client_errors: u64,
     /// System allocator calls made by sealed threads in this process (expected: 0).
     pub sealed_system_calls: u64,
+    /// The most any slot's arena has held, in bytes: how close handlers come to
+    /// `slot_arena_size`.
+    pub arena_high_water_bytes: u64,
 }
 
 /// A server ready to start.
@@ -193,6 +196,8 @@ impl RunningServer {
             stats.stack_overflows += load(&worker.stack_overflows);
             stats.handler_timeouts += load(&worker.handler_timeouts);
             stats.client_errors += load(&worker.client_errors);
+            stats.arena_high_water_bytes =
+                stats.arena_high_water_bytes.max(load(&worker.arena_high_water_bytes));
         }
         stats
     }

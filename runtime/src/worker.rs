@@ -39,9 +39,6 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
 const EVENTS_CAPACITY: usize = 1024;
 /// After EMFILE/ENFILE, accepting pauses this long (the backlog waits in the kernel).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// How long a connection closed after an error response keeps draining its input, so the
-/// client reads the response instead of a reset.
-const LINGER_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How often a handler that catches cancellation's unwind is asked again before its stack is
 /// abandoned.
 const CANCEL_ATTEMPTS_MAX: usize = 3;
@@ -55,6 +52,9 @@ pub(crate) struct Settings {
     pub body_read_timeout: Duration,
     pub response_write_timeout: Duration,
     pub keepalive_idle_timeout: Duration,
+    pub linger_timeout: Duration,
+    pub chunk_extension_bytes_max: usize,
+    pub trailer_bytes_max: usize,
     pub handler_timeout: Duration,
     pub slot_wait_timeout: Duration,
     pub retry_after_s: u64,
@@ -77,6 +77,9 @@ impl Settings {
             body_read_timeout: ms(config.body_read_timeout_ms),
             response_write_timeout: ms(config.response_write_timeout_ms),
             keepalive_idle_timeout: ms(config.keepalive_idle_timeout_ms),
+            linger_timeout: ms(config.linger_timeout_ms),
+            chunk_extension_bytes_max: config.chunk_extension_size_max.0 as usize,
+            trailer_bytes_max: config.trailer_size_max.0 as usize,
             handler_timeout: ms(config.handler_timeout_ms),
             slot_wait_timeout: ms(config.slot_wait_timeout_ms),
             retry_after_s: config.retry_after_s,
@@ -100,6 +103,8 @@ pub(crate) struct WorkerStats {
     pub stack_overflows: AtomicU64,
     pub handler_timeouts: AtomicU64,
     pub client_errors: AtomicU64,
+    /// The most any of this worker's arenas has held (bytes), for sizing `slot_arena_size`.
+    pub arena_high_water_bytes: AtomicU64,
 }
 
 /// What the workers and the thread that controls them share.
@@ -241,6 +246,9 @@ pub(crate) struct Worker {
     now: Instant,
     next_sweep: Instant,
     draining: bool,
+    /// This worker's copy of `WorkerStats::arena_high_water_bytes`: the atomic is written only
+    /// when this rises.
+    arena_high_water_bytes: usize,
 }
 
 /// Runs a worker: sets up, meets the other workers at `ready`, then serves until shutdown.
@@ -321,6 +329,7 @@ impl Worker {
             now,
             next_sweep: now + SWEEP_INTERVAL,
             draining: false,
+            arena_high_water_bytes: 0,
         })
     }
 
@@ -744,8 +753,13 @@ impl Worker {
             Framing::Length(length) => {
                 BodyBuf::alloc(&slot.arena, length as usize).map(BodyState::Length)
             }
-            Framing::Chunked => BodyBuf::alloc(&slot.arena, self.settings.body_bytes_max)
-                .map(|buf| BodyState::Chunked(buf, ChunkedDecoder::default())),
+            Framing::Chunked => {
+                BodyBuf::alloc(&slot.arena, self.settings.body_bytes_max).map(|buf| {
+                    let limits =
+                        (self.settings.chunk_extension_bytes_max, self.settings.trailer_bytes_max);
+                    BodyState::Chunked(buf, ChunkedDecoder::new(limits.0, limits.1))
+                })
+            }
         };
         let (head_len, keep_alive, minor_version) = (head.len, head.keep_alive, head.minor_version);
         let (head_method, expect_continue) = (head.method == "HEAD", head.expect_continue);
@@ -1153,7 +1167,7 @@ impl Worker {
                 let _ = stream.shutdown(Shutdown::Write);
             }
             conn.phase = Phase::Linger;
-            self.deadlines[index] = Some(self.now + LINGER_TIMEOUT);
+            self.deadlines[index] = Some(self.now + self.settings.linger_timeout);
         } else if conn.read_start < conn.read_end {
             conn.phase = Phase::Head;
             self.deadlines[index] = Some(self.now + self.settings.header_read_timeout);
@@ -1220,6 +1234,14 @@ impl Worker {
         slot.route.fail_countdown.set(0);
         slot.conn = usize::MAX;
         slot.arena.wipe();
+        let high_water = slot.arena.high_water_bytes();
+        if high_water > self.arena_high_water_bytes {
+            self.arena_high_water_bytes = high_water;
+            // Relaxed: a statistic, read by `RunningServer::stats`.
+            self.shared.stats[self.index]
+                .arena_high_water_bytes
+                .store(high_water as u64, Ordering::Relaxed);
+        }
         if self.settings.quarantine {
             slot.memory.arena.protect(false).expect("quarantining a slot succeeds");
         }

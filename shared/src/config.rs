@@ -182,6 +182,10 @@ config_keys! {
     headers_count_max: usize = "64";
     /// Largest request body; it is read into the slot's arena, so it must fit there. Past it: 413.
     request_body_size_max: Size = "256KiB";
+    /// Most bytes of chunk extensions (after the `;`) on one chunk of a chunked body. Past it: 400.
+    chunk_extension_size_max: Size = "4KiB";
+    /// Most bytes of trailer fields after a chunked body. Past it: 431.
+    trailer_size_max: Size = "8KiB";
     /// Total time a client has to send a request head, from its first byte (or from the end of
     /// the previous response). Past it: 408 and close.
     header_read_timeout_ms: u64 = "10000";
@@ -192,6 +196,9 @@ config_keys! {
     response_write_timeout_ms: u64 = "30000";
     /// How long an idle keep-alive connection is kept. Past it: closed quietly.
     keepalive_idle_timeout_ms: u64 = "60000";
+    /// After a response that closes the connection, how long the client's remaining input is
+    /// read and discarded, so that it reads the response instead of a reset. Past it: closed.
+    linger_timeout_ms: u64 = "1000";
     /// Total time a handler may take, suspended or not; checked whenever it suspends. Past it:
     /// 503 and its stack is unwound.
     handler_timeout_ms: u64 = "30000";

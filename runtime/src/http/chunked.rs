@@ -4,9 +4,7 @@
 
 use super::error::ErrorKind;
 
-/// Most bytes of chunk extensions per chunk, and of all trailer fields together.
-pub const EXTENSION_BYTES_MAX: usize = 4096;
-pub const TRAILER_BYTES_MAX: usize = 8192;
+/// Chunk sizes have at most this many hex digits (a u64).
 const SIZE_DIGITS_MAX: u8 = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,10 +30,14 @@ pub struct ChunkedDecoder {
     remaining: u64,
     extension_bytes: usize,
     trailer_bytes: usize,
+    /// `chunk_extension_size_max`: bytes after a chunk size's `;`, per chunk.
+    extension_bytes_max: usize,
+    /// `trailer_size_max`: bytes of all trailer lines (without their CRLFs).
+    trailer_bytes_max: usize,
 }
 
-impl Default for ChunkedDecoder {
-    fn default() -> Self {
+impl ChunkedDecoder {
+    pub fn new(extension_bytes_max: usize, trailer_bytes_max: usize) -> Self {
         ChunkedDecoder {
             state: State::Size,
             size: 0,
@@ -43,6 +45,8 @@ impl Default for ChunkedDecoder {
             remaining: 0,
             extension_bytes: 0,
             trailer_bytes: 0,
+            extension_bytes_max,
+            trailer_bytes_max,
         }
     }
 }
@@ -110,17 +114,17 @@ impl ChunkedDecoder {
                 b'\r' if self.size_digits > 0 => State::SizeLf,
                 _ => return Err(ErrorKind::BadChunk),
             },
-            State::Extension => {
-                self.extension_bytes += 1;
-                match byte {
-                    _ if self.extension_bytes > EXTENSION_BYTES_MAX => {
-                        return Err(ErrorKind::BadChunk)
+            State::Extension => match byte {
+                b'\r' => State::SizeLf,
+                b'\n' => return Err(ErrorKind::BadChunk),
+                _ => {
+                    self.extension_bytes += 1;
+                    if self.extension_bytes > self.extension_bytes_max {
+                        return Err(ErrorKind::BadChunk);
                     }
-                    b'\r' => State::SizeLf,
-                    b'\n' => return Err(ErrorKind::BadChunk),
-                    _ => State::Extension,
+                    State::Extension
                 }
-            }
+            },
             State::SizeLf => {
                 expect(b'\n', State::Data)?;
                 self.remaining = self.size;
@@ -152,7 +156,7 @@ impl ChunkedDecoder {
 
     fn count_trailer(&mut self, next: State) -> Result<State, ErrorKind> {
         self.trailer_bytes += 1;
-        if self.trailer_bytes > TRAILER_BYTES_MAX {
+        if self.trailer_bytes > self.trailer_bytes_max {
             return Err(ErrorKind::HeadersTooLarge);
         }
         Ok(next)
@@ -164,7 +168,7 @@ mod tests {
     use super::*;
 
     fn decode_all(input: &[u8], room: usize) -> Result<Vec<u8>, ErrorKind> {
-        let mut decoder = ChunkedDecoder::default();
+        let mut decoder = ChunkedDecoder::new(4096, 8192);
         let mut output = vec![0; room];
         let mut produced = 0;
         // Feed one byte at a time: the decoder must not care how input is split.
@@ -196,7 +200,7 @@ mod tests {
             b"11111111111111111\r\n",
             b";x\r\n",
         ] {
-            let mut decoder = ChunkedDecoder::default();
+            let mut decoder = ChunkedDecoder::new(4096, 8192);
             assert!(decoder.decode(bad, &mut [0; 64]).is_err(), "{bad:?}");
         }
     }
