@@ -608,7 +608,6 @@ impl Worker {
             self.stats().connections_rejected.fetch_add(1, Ordering::Relaxed);
             let mut head = [0u8; 256];
             let mut sink = FixedSink { buf: &mut head, len: 0 };
-            let response = ErrorKind::NoSlot.response();
             if encode::put_error(
                 &mut sink,
                 503,
@@ -621,7 +620,6 @@ impl Worker {
             {
                 let _ = stream.write(&sink.buf[..sink.len]);
             }
-            let _ = response;
             return;
         };
         if self
