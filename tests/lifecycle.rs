@@ -88,10 +88,10 @@ fn with_a_slot_wait_a_request_waits_for_a_free_slot_instead() {
 }
 
 #[test]
-fn a_handler_past_its_deadline_gets_503() {
+fn a_handler_past_its_deadline_gets_504_not_the_retryable_503() {
     let server = ServerProcess::start(&["--set", "handler_timeout_ms=200"]);
     let started = Instant::now();
-    assert_eq!(get(server.addr(), "/sleep/5000").status, 503);
+    assert_eq!(get(server.addr(), "/sleep/5000").status, 504);
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(get(server.addr(), "/").status, 200);
 }

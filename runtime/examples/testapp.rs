@@ -47,6 +47,21 @@ fn main() -> std::process::ExitCode {
     let app = || {
         cella::demo::app()
             .get(
+                "/status/{code}",
+                handler_fn(|request| {
+                    let code = request.param("code").and_then(|c| c.parse().ok()).unwrap_or(200);
+                    let status = cella::StatusCode::from_u16(code).expect("a valid status code");
+                    Response::text("a body the status may not allow").with_status(status)
+                }),
+            )
+            .get(
+                "/header/{name}",
+                handler_fn(|request| {
+                    let name = request.param("name").unwrap_or("");
+                    Response::bytes(request.header_bytes(name).unwrap_or(b"(none)"))
+                }),
+            )
+            .get(
                 "/drops",
                 handler_fn(|_| Response::text(DROPS.load(Ordering::Relaxed).to_string())),
             )

@@ -13,7 +13,7 @@ use cella_arena::{AllocError, Arena};
 use http::Method;
 
 use crate::handler::{Params, Request};
-use crate::http::parse::Head;
+use crate::http::parse::{Head, PathPart};
 
 #[derive(Clone, Copy, Debug)]
 struct RawStr {
@@ -22,11 +22,38 @@ struct RawStr {
 }
 
 impl RawStr {
+    fn of(bytes: &[u8]) -> RawStr {
+        RawStr { ptr: bytes.as_ptr(), len: bytes.len() }
+    }
+
     /// # Safety
-    /// The bytes must be valid UTF-8 and live as long as the returned `str` is used.
+    /// The bytes must live as long as the returned slice is used.
+    unsafe fn bytes(self) -> &'static [u8] {
+        // SAFETY: caller's contract; `ptr`/`len` came from one live slice.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// # Safety
+    /// As [`RawStr::bytes`], and the bytes must be valid UTF-8.
     unsafe fn get(self) -> &'static str {
         // SAFETY: caller's contract.
-        unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(self.ptr, self.len)) }
+        unsafe { std::str::from_utf8_unchecked(self.bytes()) }
+    }
+}
+
+/// Why a parsed head could not be moved into its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CopyError {
+    /// The arena cannot hold the head and its table.
+    Alloc,
+    /// A field the parser returned is not a part of the head (a parser bug): refused rather
+    /// than followed.
+    OutsideHead,
+}
+
+impl From<AllocError> for CopyError {
+    fn from(_: AllocError) -> CopyError {
+        CopyError::Alloc
     }
 }
 
@@ -44,6 +71,23 @@ pub(crate) struct RawRequest {
     arena: *const Arena,
 }
 
+/// The copy of a head in the arena, and the way from a part of the original to the same part
+/// of the copy: by offset, bounds-checked against the copy, so no result can point outside it.
+struct HeadCopy<'a> {
+    original: &'a [u8],
+    copy: &'a [u8],
+}
+
+impl HeadCopy<'_> {
+    fn locate(&self, part: &[u8]) -> Result<RawStr, CopyError> {
+        let start = (part.as_ptr() as usize)
+            .checked_sub(self.original.as_ptr() as usize)
+            .ok_or(CopyError::OutsideHead)?;
+        let end = start.checked_add(part.len()).ok_or(CopyError::OutsideHead)?;
+        self.copy.get(start..end).map(RawStr::of).ok_or(CopyError::OutsideHead)
+    }
+}
+
 impl RawRequest {
     /// Copies `head_bytes` (the head `head` was parsed from, with its fields in `headers`) into
     /// `arena`.
@@ -52,19 +96,23 @@ impl RawRequest {
         head_bytes: &[u8],
         head: &Head<'_>,
         headers: &[httparse::Header<'_>],
-        path: &str,
-        query: Option<&str>,
         remote: SocketAddr,
-    ) -> Result<RawRequest, AllocError> {
-        let copy = arena.try_alloc_slice_copy(head_bytes)?;
-        let base = head_bytes.as_ptr() as usize;
-        let copy_base = copy.as_ptr();
-        let rebase = |text: &str| -> RawStr {
-            let offset = text.as_ptr() as usize - base;
-            debug_assert!(offset + text.len() <= head_bytes.len(), "fields lie inside the head");
-            // SAFETY: `offset + len` is within the head, and the copy has the head's length.
-            RawStr { ptr: unsafe { copy_base.add(offset) }, len: text.len() }
+    ) -> Result<RawRequest, CopyError> {
+        let copy = HeadCopy { original: head_bytes, copy: arena.try_alloc_slice_copy(head_bytes)? };
+        let target = copy.locate(head.target.as_bytes())?;
+        // The path and query are indexes into the target (never pointers), resolved against
+        // the copy with bounds checks.
+        // SAFETY: `target` points into `copy.copy`, which lives in the arena for this call.
+        let target_copy = unsafe { target.bytes() };
+        let in_target = |(start, end): (usize, usize)| {
+            target_copy.get(start..end).map(RawStr::of).ok_or(CopyError::OutsideHead)
         };
+        let path = match head.parts.path {
+            PathPart::Range(start, end) => in_target((start, end))?,
+            PathPart::Root => RawStr::of(b"/"),
+            PathPart::Asterisk => RawStr::of(b"*"),
+        };
+        let query = head.parts.query.map(in_target).transpose()?;
         let table = arena
             .try_alloc_layout(
                 Layout::array::<httparse::Header<'static>>(headers.len())
@@ -72,22 +120,22 @@ impl RawRequest {
             )?
             .cast::<httparse::Header<'static>>();
         for (index, header) in headers.iter().enumerate() {
-            let name = rebase(header.name);
-            // SAFETY: header values are bytes of the head (httparse borrows them from it).
-            let value = rebase(unsafe { std::str::from_utf8_unchecked(header.value) });
-            // SAFETY: `table` has room for `headers.len()` entries; the rebased bytes live in
-            // the arena copy, which outlives the request.
+            let name = copy.locate(header.name.as_bytes())?;
+            let value = copy.locate(header.value)?;
+            // SAFETY: `table` has room for `headers.len()` entries; `name` and `value` are in
+            // the arena copy, which outlives the request; the name's bytes are the same as
+            // the original's, a `str` that httparse validated as a token.
             unsafe {
-                table.as_ptr().add(index).write(httparse::Header {
-                    name: name.get(),
-                    value: std::slice::from_raw_parts(value.ptr, value.len),
-                });
+                table
+                    .as_ptr()
+                    .add(index)
+                    .write(httparse::Header { name: name.get(), value: value.bytes() });
             }
         }
         Ok(RawRequest {
-            method: rebase(head.method),
-            path: rebase(path),
-            query: query.map(rebase),
+            method: copy.locate(head.method.as_bytes())?,
+            path,
+            query,
             headers: table.as_ptr(),
             headers_len: headers.len(),
             body: RawStr { ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(), len: 0 },
@@ -110,8 +158,8 @@ impl RawRequest {
     /// Must be called while the slot still holds this request (its arena not wiped) and the
     /// result used only until the slot's task ends.
     pub(crate) unsafe fn to_request(&self) -> Request<'static> {
-        // SAFETY: every pointer is into the slot's arena (caller's contract); the method and
-        // path were validated as UTF-8 tokens by httparse before being copied.
+        // SAFETY: every pointer is into the slot's arena or static (caller's contract); the
+        // method, path and query are copies of `str`s httparse validated (or static text).
         unsafe {
             let method = self.method.get();
             Request {

@@ -27,7 +27,7 @@ use crate::http::encode::{self, FixedSink, HeadFrame, Persistence};
 use crate::http::parse::{self, Framing, HeadLimits};
 use crate::http::ErrorKind;
 use crate::net::SlotSockets;
-use crate::slot_request::{BodyBuf, RawRequest};
+use crate::slot_request::{BodyBuf, CopyError, RawRequest};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -196,9 +196,21 @@ struct Conn {
     readable: bool,
     body: BodyState,
     /// Of the request being served.
+    request: RequestMeta,
+}
+
+/// What the answer to the current request depends on, from its head.
+#[derive(Clone, Copy, Debug)]
+struct RequestMeta {
     keep_alive: bool,
     minor_version: u8,
     head_method: bool,
+}
+
+impl RequestMeta {
+    /// Before a head is parsed, or when it could not be: close, HTTP/1.1, with a body.
+    const UNKNOWN: RequestMeta =
+        RequestMeta { keep_alive: false, minor_version: 1, head_method: false };
 }
 
 struct Slot {
@@ -438,9 +450,7 @@ impl Conn {
             eof: false,
             readable: false,
             body: BodyState::None,
-            keep_alive: false,
-            minor_version: 1,
-            head_method: false,
+            request: RequestMeta::UNKNOWN,
         }
     }
 
@@ -523,9 +533,9 @@ impl Conn {
     }
 
     fn persistence(&self, draining: bool) -> Persistence {
-        if !self.keep_alive || self.close_after || draining || self.eof {
+        if !self.request.keep_alive || self.close_after || draining || self.eof {
             Persistence::Close
-        } else if self.minor_version == 0 {
+        } else if self.request.minor_version == 0 {
             Persistence::KeepAliveHttp10
         } else {
             Persistence::KeepAlive
@@ -608,16 +618,14 @@ impl Worker {
             self.stats().connections_rejected.fetch_add(1, Ordering::Relaxed);
             let mut head = [0u8; 256];
             let mut sink = FixedSink { buf: &mut head, len: 0 };
-            if encode::put_error(
-                &mut sink,
-                503,
-                "too many connections",
-                Persistence::Close,
-                Some(self.settings.retry_after_s),
-                &self.date,
-            )
-            .is_ok()
-            {
+            let reply = encode::ErrorReply {
+                status: 503,
+                message: "too many connections",
+                persistence: Persistence::Close,
+                retry_after_s: Some(self.settings.retry_after_s),
+                head_request: false,
+            };
+            if encode::put_error(&mut sink, reply, &self.date).is_ok() {
                 let _ = stream.write(&sink.buf[..sink.len]);
             }
             return;
@@ -637,6 +645,7 @@ impl Worker {
         conn.stream = Some(stream);
         conn.remote = remote;
         conn.phase = Phase::Idle;
+        conn.request = RequestMeta::UNKNOWN;
         self.deadlines[index] = Some(self.now + self.settings.header_read_timeout);
         conn.close_after = self.draining;
         conn.eof = false;
@@ -707,40 +716,50 @@ impl Worker {
                 }
                 return false;
             }
-            Err(kind) => return self.fail(index, kind),
-        };
-        let Some(slot_index) = self.free_slots.pop() else {
-            return self.no_slot(index, head.len, head.framing != Framing::Empty);
-        };
-        let (path, query) = match parse::split_target(head.method, head.target) {
-            Ok(parts) => parts,
             Err(kind) => {
-                self.free_slots.push(slot_index);
+                // Nothing of this request is known: its answer closes (every parse error
+                // does) and must not inherit the previous request's HEAD or keep-alive.
+                self.conns[index].request = RequestMeta::UNKNOWN;
                 return self.fail(index, kind);
             }
         };
+        // Every answer from here on, errors and 503 included, follows this request's own
+        // method, version and Connection header.
+        let meta = RequestMeta {
+            keep_alive: head.keep_alive,
+            minor_version: head.minor_version,
+            head_method: head.method == "HEAD",
+        };
         if let Framing::Length(length) = head.framing {
             if length > self.settings.body_bytes_max as u64 {
-                self.free_slots.push(slot_index);
+                self.conns[index].request = meta;
                 return self.fail(index, ErrorKind::BodyTooLarge);
             }
         }
+        let Some(slot_index) = self.free_slots.pop() else {
+            let (head_len, has_body) = (head.len, head.framing != Framing::Empty);
+            self.conns[index].request = meta;
+            return self.no_slot(index, head_len, has_body);
+        };
         let slot = &mut self.slots[slot_index];
         if self.settings.quarantine {
             slot.memory.arena.protect(true).expect("lifting a slot's quarantine succeeds");
         }
-        let copied = RawRequest::copy_in(
-            &slot.arena,
-            &buffered[..head.len],
-            &head,
-            fields,
-            path,
-            query,
-            conn.remote,
-        );
-        let Ok(request) = copied else {
-            self.release_slot(slot_index);
-            return self.fail(index, ErrorKind::HeadersTooLarge);
+        let copied =
+            RawRequest::copy_in(&slot.arena, &buffered[..head.len], &head, fields, conn.remote);
+        let request = match copied {
+            Ok(request) => request,
+            Err(error) => {
+                self.release_slot(slot_index);
+                self.conns[index].request = meta;
+                return self.fail(
+                    index,
+                    match error {
+                        CopyError::Alloc => ErrorKind::HeadersTooLarge,
+                        CopyError::OutsideHead => ErrorKind::MalformedHead,
+                    },
+                );
+            }
         };
         slot.fail_alloc_at =
             if self.settings.fault_injection { fail_alloc_header(fields) } else { 0 };
@@ -759,15 +778,12 @@ impl Worker {
                 })
             }
         };
-        let (head_len, keep_alive, minor_version) = (head.len, head.keep_alive, head.minor_version);
-        let (head_method, expect_continue) = (head.method == "HEAD", head.expect_continue);
+        let (head_len, expect_continue) = (head.len, head.expect_continue);
         self.stats().requests.fetch_add(1, Ordering::Relaxed);
         let conn = &mut self.conns[index];
         conn.consume(head_len);
         conn.slot = Some(slot_index);
-        conn.keep_alive = keep_alive;
-        conn.minor_version = minor_version;
-        conn.head_method = head_method;
+        conn.request = meta;
         let Ok(body) = body else { return self.fail(index, ErrorKind::BodyTooLarge) };
         conn.body = body;
         if expect_continue && !matches!(body, BodyState::None) && conn.read_start == conn.read_end {
@@ -929,18 +945,17 @@ impl Worker {
         conn.close_after |= response.close;
         let persistence = conn.persistence(self.draining);
         conn.close_after |= persistence == Persistence::Close;
-        let retry_after = (response.status == 503).then_some(self.settings.retry_after_s);
+        let reply = encode::ErrorReply {
+            status: response.status,
+            message: response.message,
+            persistence,
+            retry_after_s: (response.status == 503).then_some(self.settings.retry_after_s),
+            head_request: conn.request.head_method,
+        };
         let start = conn.write_end;
         let queued = conn.write_room(0) && {
             let mut sink = FixedSink { buf: conn.write.as_mut_slice(), len: start };
-            let result = encode::put_error(
-                &mut sink,
-                response.status,
-                response.message,
-                persistence,
-                retry_after,
-                &self.date,
-            );
+            let result = encode::put_error(&mut sink, reply, &self.date);
             conn.write_end = sink.len;
             result.is_ok()
         };
@@ -1048,8 +1063,12 @@ impl Worker {
 
     /// Queues a handler's response behind what the connection already has queued.
     fn respond(&mut self, index: usize, slot_index: usize, response: Response<'static>) {
-        let valid =
-            response.headers().all(|(name, value)| encode::header_allowed(name, value.as_bytes()));
+        // An interim (1xx) status cannot end a request; `101` would leave the client thinking
+        // the connection changed protocol while we go on speaking HTTP.
+        let valid = !response.status().is_informational()
+            && response
+                .headers()
+                .all(|(name, value)| encode::header_allowed(name, value.as_bytes()));
         if !valid {
             drop(response);
             self.fail(index, ErrorKind::BadResponse);
@@ -1069,7 +1088,8 @@ impl Worker {
             date: &self.date,
         };
         conn.close_after |= frame.persistence == Persistence::Close;
-        let sent_body: &[u8] = if conn.head_method { &[] } else { body };
+        let rule = encode::BodyRule::of(frame.status, conn.request.head_method);
+        let sent_body: &[u8] = if rule.body { body } else { &[] };
         let start = conn.write_end;
         let mut in_buffer = conn.write_room(0) && {
             let mut sink = FixedSink { buf: conn.write.as_mut_slice(), len: start };

@@ -2,6 +2,7 @@
 //! leniency breaks framing: sizes are hex digits only (at most 16), every line ends in CRLF,
 //! chunk data is followed by CRLF exactly. Extensions and trailers are skipped, within bounds.
 
+use super::chars::TCHAR;
 use super::error::ErrorKind;
 
 /// Chunk sizes have at most this many hex digits (a u64).
@@ -10,16 +11,52 @@ const SIZE_DIGITS_MAX: u8 = 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Size,
-    Extension,
+    /// Whitespace after the size: only `;` may follow (BWS belongs to an extension).
+    SizeBws,
+    /// After `;`: optional whitespace, then an extension name.
+    ExtStart,
+    ExtName,
+    /// Whitespace after a name: `=` or `;` must follow.
+    ExtNameBws,
+    /// After `=`: optional whitespace, then a token or a quoted string.
+    ExtValueStart,
+    ExtValueToken,
+    ExtQuoted,
+    ExtQuotedEscape,
+    /// After a closing quote: `;`, CR, or whitespace before a `;`.
+    ExtAfterQuoted,
+    /// Whitespace after a value: only `;` may follow.
+    ExtValueBws,
     SizeLf,
     Data,
     DataCr,
     DataLf,
+    /// The start of a trailer line: a field name, or CR for the end of the body.
     TrailerStart,
-    Trailer,
+    TrailerName,
+    TrailerValue,
     TrailerLf,
     EndLf,
     Done,
+}
+
+impl State {
+    /// States inside a chunk extension, whose bytes count against `chunk_extension_size_max`.
+    fn in_extension(self) -> bool {
+        matches!(
+            self,
+            State::SizeBws
+                | State::ExtStart
+                | State::ExtName
+                | State::ExtNameBws
+                | State::ExtValueStart
+                | State::ExtValueToken
+                | State::ExtQuoted
+                | State::ExtQuotedEscape
+                | State::ExtAfterQuoted
+                | State::ExtValueBws
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -92,74 +129,87 @@ impl ChunkedDecoder {
     }
 
     fn step(&mut self, byte: u8) -> Result<(), ErrorKind> {
-        let expect = |wanted: u8, next: State| {
-            if byte == wanted {
-                Ok(next)
-            } else {
-                Err(ErrorKind::BadChunk)
+        let old = self.state;
+        if old.in_extension() && byte != b'\r' {
+            self.extension_bytes += 1;
+            if self.extension_bytes > self.extension_bytes_max {
+                return Err(ErrorKind::BadChunk);
             }
-        };
-        self.state = match self.state {
-            State::Size => match byte {
-                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                    if self.size_digits == SIZE_DIGITS_MAX {
-                        return Err(ErrorKind::BadChunk);
-                    }
-                    let digit = (byte as char).to_digit(16).expect("matched a hex digit");
-                    self.size = self.size << 4 | u64::from(digit);
-                    self.size_digits += 1;
-                    State::Size
-                }
-                b';' | b' ' | b'\t' if self.size_digits > 0 => State::Extension,
-                b'\r' if self.size_digits > 0 => State::SizeLf,
-                _ => return Err(ErrorKind::BadChunk),
-            },
-            State::Extension => match byte {
-                b'\r' => State::SizeLf,
-                b'\n' => return Err(ErrorKind::BadChunk),
-                _ => {
-                    self.extension_bytes += 1;
-                    if self.extension_bytes > self.extension_bytes_max {
-                        return Err(ErrorKind::BadChunk);
-                    }
-                    State::Extension
-                }
-            },
-            State::SizeLf => {
-                expect(b'\n', State::Data)?;
-                self.remaining = self.size;
-                self.extension_bytes = 0;
-                (self.size, self.size_digits) = (0, 0);
-                if self.remaining == 0 {
-                    State::TrailerStart
-                } else {
-                    State::Data
-                }
+        }
+        if matches!(old, State::TrailerStart | State::TrailerName | State::TrailerValue)
+            && byte != b'\r'
+        {
+            self.trailer_bytes += 1;
+            if self.trailer_bytes > self.trailer_bytes_max {
+                return Err(ErrorKind::HeadersTooLarge);
             }
-            State::DataCr => expect(b'\r', State::DataLf)?,
-            State::DataLf => expect(b'\n', State::Size)?,
-            State::TrailerStart => match byte {
-                b'\r' => State::EndLf,
-                _ => self.count_trailer(State::Trailer)?,
-            },
-            State::Trailer => match byte {
-                b'\r' => State::TrailerLf,
-                b'\n' => return Err(ErrorKind::BadChunk),
-                _ => self.count_trailer(State::Trailer)?,
-            },
-            State::TrailerLf => expect(b'\n', State::TrailerStart)?,
-            State::EndLf => expect(b'\n', State::Done)?,
-            State::Data | State::Done => unreachable!("handled by decode"),
-        };
+        }
+        self.state = self.next(byte).ok_or(ErrorKind::BadChunk)?;
+        if old == State::SizeLf {
+            self.remaining = self.size;
+            self.extension_bytes = 0;
+            (self.size, self.size_digits) = (0, 0);
+            if self.remaining == 0 {
+                self.state = State::TrailerStart;
+            }
+        }
         Ok(())
     }
 
-    fn count_trailer(&mut self, next: State) -> Result<State, ErrorKind> {
-        self.trailer_bytes += 1;
-        if self.trailer_bytes > self.trailer_bytes_max {
-            return Err(ErrorKind::HeadersTooLarge);
-        }
-        Ok(next)
+    /// The state after `byte`, or `None` when `byte` breaks the grammar (RFC 9112 §7.1:
+    /// `chunk-size [ chunk-ext ] CRLF`, `chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] )`,
+    /// trailer lines are `field-name ":" field-value CRLF`).
+    fn next(&mut self, byte: u8) -> Option<State> {
+        use State::*;
+        let ws = matches!(byte, b' ' | b'\t');
+        let tchar = TCHAR[usize::from(byte)];
+        Some(match (self.state, byte) {
+            (Size, _) if byte.is_ascii_hexdigit() => {
+                if self.size_digits == SIZE_DIGITS_MAX {
+                    return None;
+                }
+                let digit = (byte as char).to_digit(16).expect("matched a hex digit");
+                self.size = self.size << 4 | u64::from(digit);
+                self.size_digits += 1;
+                Size
+            }
+            (Size, b';') if self.size_digits > 0 => ExtStart,
+            (Size, _) if ws && self.size_digits > 0 => SizeBws,
+            (Size, b'\r') if self.size_digits > 0 => SizeLf,
+            (SizeBws, _) if ws => SizeBws,
+            (SizeBws, b';') => ExtStart,
+            (ExtStart, _) if ws => ExtStart,
+            (ExtStart, _) if tchar => ExtName,
+            (ExtName, _) if tchar => ExtName,
+            (ExtName, _) if ws => ExtNameBws,
+            (ExtName | ExtNameBws, b'=') => ExtValueStart,
+            (ExtName | ExtNameBws, b';') => ExtStart,
+            (ExtNameBws, _) if ws => ExtNameBws,
+            (ExtValueStart, _) if ws => ExtValueStart,
+            (ExtValueStart, b'"') => ExtQuoted,
+            (ExtValueStart, _) if tchar => ExtValueToken,
+            (ExtValueToken, _) if tchar => ExtValueToken,
+            (ExtValueToken | ExtAfterQuoted, _) if ws => ExtValueBws,
+            (ExtValueToken | ExtAfterQuoted | ExtValueBws, b';') => ExtStart,
+            (ExtValueBws, _) if ws => ExtValueBws,
+            (ExtQuoted, b'"') => ExtAfterQuoted,
+            (ExtQuoted, b'\\') => ExtQuotedEscape,
+            (ExtQuoted, _) if ws || (byte >= 0x21 && byte != 0x7f) => ExtQuoted,
+            (ExtQuotedEscape, _) if ws || (byte >= 0x21 && byte != 0x7f) => ExtQuoted,
+            (ExtName | ExtValueToken | ExtAfterQuoted, b'\r') => SizeLf,
+            (SizeLf, b'\n') => Data,
+            (DataCr, b'\r') => DataLf,
+            (DataLf, b'\n') => Size,
+            (TrailerStart, b'\r') => EndLf,
+            (TrailerStart | TrailerName, _) if tchar => TrailerName,
+            (TrailerName, b':') => TrailerValue,
+            (TrailerValue, b'\r') => TrailerLf,
+            (TrailerValue, _) if ws || (byte >= 0x21 && byte != 0x7f) => TrailerValue,
+            (TrailerLf, b'\n') => TrailerStart,
+            (EndLf, b'\n') => Done,
+            (Data | Done, _) => unreachable!("handled by decode"),
+            _ => return None,
+        })
     }
 }
 
@@ -199,9 +249,29 @@ mod tests {
             b"\r\n",
             b"11111111111111111\r\n",
             b";x\r\n",
+            b"2 xyz\r\n",
+            b"2;\r\n",
+            b"2 \r\n",
+            b"2;a=\r\n",
+            b"2;a b\r\n",
+            b"2;a=\"x\r\n",
+            b"1\r\na\r\n0\r\n\n",
+            b"1\r\na\r\n0\r\nx\r\n",
+            b"1\r\na\r\n0\r\nx: y\n",
         ] {
             let mut decoder = ChunkedDecoder::new(4096, 8192);
             assert!(decoder.decode(bad, &mut [0; 64]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn extensions_follow_the_grammar() {
+        for good in [
+            &b"1;a\r\nx\r\n0\r\n\r\n"[..],
+            b"1 ; a = b ; c\r\nx\r\n0\r\n\r\n",
+            b"1;a=\"q \\\" ;\"\r\nx\r\n0;z\r\nt: v\r\n\r\n",
+        ] {
+            assert_eq!(decode_all(good, 8).unwrap(), b"x", "{good:?}");
         }
     }
 

@@ -1,5 +1,6 @@
 //! Response heads, written into any byte sink without allocating.
 
+use super::chars::TCHAR;
 use super::date::DateCache;
 
 /// The sink is full (a fixed buffer) or its arena is spent.
@@ -47,9 +48,31 @@ pub enum Persistence {
 #[derive(Clone, Copy, Debug)]
 pub struct HeadFrame<'d> {
     pub status: u16,
+    /// Sent only when [`BodyRule::content_length`] says so.
     pub content_length: usize,
     pub persistence: Persistence,
     pub date: &'d DateCache,
+}
+
+/// What a response may carry, from its status and the request's method (RFC 9110 §6.4.1,
+/// §8.6, §9.3.2, §15.3.5, §15.4.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyRule {
+    pub content_length: bool,
+    pub body: bool,
+}
+
+impl BodyRule {
+    pub fn of(status: u16, head_request: bool) -> BodyRule {
+        match status {
+            // 1xx and 204 have no content and say nothing of its length; a 304's length
+            // would have to be the selected representation's, which we do not know.
+            100..=199 | 204 | 304 => BodyRule { content_length: false, body: false },
+            // HEAD: the length a GET would get, no bytes.
+            _ if head_request => BodyRule { content_length: true, body: false },
+            _ => BodyRule { content_length: true, body: true },
+        }
+    }
 }
 
 fn put_decimal(sink: &mut impl Sink, mut value: usize) -> Result<(), Full> {
@@ -94,8 +117,10 @@ pub fn put_frame(sink: &mut impl Sink, frame: HeadFrame<'_>) -> Result<(), Full>
     }
     sink.put(b"date: ")?;
     sink.put(frame.date.bytes())?;
-    sink.put(b"\r\ncontent-length: ")?;
-    put_decimal(sink, frame.content_length)?;
+    if BodyRule::of(frame.status, false).content_length {
+        sink.put(b"\r\ncontent-length: ")?;
+        put_decimal(sink, frame.content_length)?;
+    }
     sink.put(match frame.persistence {
         Persistence::Close => b"\r\nconnection: close\r\n",
         Persistence::KeepAlive => b"\r\n",
@@ -106,39 +131,10 @@ pub fn put_frame(sink: &mut impl Sink, frame: HeadFrame<'_>) -> Result<(), Full>
 /// Whether a handler's header may be sent as given: a token name, a value without CR, LF or
 /// NUL, and not one of the framing headers the runtime owns.
 pub fn header_allowed(name: &str, value: &[u8]) -> bool {
-    let token = !name.is_empty() && name.bytes().all(|b| TOKEN[usize::from(b)]);
+    let token = !name.is_empty() && name.bytes().all(|b| TCHAR[usize::from(b)]);
     let clean = value.iter().all(|&b| !matches!(b, b'\r' | b'\n' | 0));
     token && clean
 }
-
-/// Which bytes may appear in a header name (RFC 9110 `tchar`).
-const TOKEN: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut byte = 0;
-    while byte < 256 {
-        let b = byte as u8;
-        table[byte] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        byte += 1;
-    }
-    table
-};
 
 /// Headers the runtime writes itself; a handler's copies are dropped (a handler's
 /// `connection: close` is honoured by closing, and said once, by the runtime).
@@ -156,15 +152,25 @@ pub fn put_header(sink: &mut impl Sink, name: &str, value: &[u8]) -> Result<(), 
     sink.put(b"\r\n")
 }
 
-/// Writes a complete error response: head and a one-line plain-text body.
+/// An error response to encode: the status and message come from the error table, the rest
+/// from the request it answers.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorReply<'m> {
+    pub status: u16,
+    pub message: &'m str,
+    pub persistence: Persistence,
+    pub retry_after_s: Option<u64>,
+    /// The request was HEAD: the head only.
+    pub head_request: bool,
+}
+
+/// Writes a complete error response: head and a one-line plain-text body (none for HEAD).
 pub fn put_error(
     sink: &mut impl Sink,
-    status: u16,
-    message: &str,
-    persistence: Persistence,
-    retry_after_s: Option<u64>,
+    reply: ErrorReply<'_>,
     date: &DateCache,
 ) -> Result<(), Full> {
+    let ErrorReply { status, message, persistence, retry_after_s, head_request } = reply;
     let frame = HeadFrame { status, content_length: message.len() + 1, persistence, date };
     put_frame(sink, frame)?;
     sink.put(b"content-type: text/plain; charset=utf-8\r\n")?;
@@ -174,6 +180,9 @@ pub fn put_error(
         sink.put(b"\r\n")?;
     }
     sink.put(b"\r\n")?;
+    if !BodyRule::of(status, head_request).body {
+        return Ok(());
+    }
     sink.put(message.as_bytes())?;
     sink.put(b"\n")
 }
@@ -187,7 +196,14 @@ mod tests {
         let date = DateCache::default();
         let mut buf = [0u8; 256];
         let mut sink = FixedSink { buf: &mut buf, len: 0 };
-        put_error(&mut sink, 503, "busy", Persistence::KeepAlive, Some(1), &date).unwrap();
+        let reply = ErrorReply {
+            status: 503,
+            message: "busy",
+            persistence: Persistence::KeepAlive,
+            retry_after_s: Some(1),
+            head_request: false,
+        };
+        put_error(&mut sink, reply, &date).unwrap();
         let text = std::str::from_utf8(&sink.buf[..sink.len]).unwrap();
         assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\ndate: "));
         assert!(text.contains("\r\ncontent-length: 5\r\n"));
@@ -200,7 +216,23 @@ mod tests {
         let date = DateCache::default();
         let mut buf = [0u8; 16];
         let mut sink = FixedSink { buf: &mut buf, len: 0 };
-        assert_eq!(put_error(&mut sink, 500, "x", Persistence::Close, None, &date), Err(Full));
+        let reply = ErrorReply {
+            status: 500,
+            message: "x",
+            persistence: Persistence::Close,
+            retry_after_s: None,
+            head_request: false,
+        };
+        assert_eq!(put_error(&mut sink, reply, &date), Err(Full));
+    }
+
+    #[test]
+    fn bodiless_statuses_and_head_requests_carry_no_body() {
+        assert_eq!(BodyRule::of(204, false), BodyRule { content_length: false, body: false });
+        assert_eq!(BodyRule::of(304, false), BodyRule { content_length: false, body: false });
+        assert_eq!(BodyRule::of(101, false), BodyRule { content_length: false, body: false });
+        assert_eq!(BodyRule::of(500, true), BodyRule { content_length: true, body: false });
+        assert_eq!(BodyRule::of(200, false), BodyRule { content_length: true, body: true });
     }
 
     #[test]

@@ -8,9 +8,13 @@ pub enum ErrorKind {
     MalformedHead,
     /// Not HTTP/1.0 or HTTP/1.1.
     UnsupportedVersion,
-    /// The request target is neither origin-form, absolute-form nor `*` for OPTIONS.
+    /// The request target is neither origin-form, absolute-form nor `*` for OPTIONS, or has a
+    /// fragment.
     BadTarget,
-    /// HTTP/1.1 without exactly one Host header, or HTTP/1.0 with several.
+    /// CONNECT with an authority-form target: a tunnel, which this server does not offer.
+    ConnectNotSupported,
+    /// HTTP/1.1 without exactly one Host header, HTTP/1.0 with several, a Host that is not
+    /// `uri-host [":" port]`, or one that differs from an absolute-form target's authority.
     BadHost,
     /// Content-Length malformed, or several that differ.
     BadContentLength,
@@ -39,7 +43,8 @@ pub enum ErrorKind {
     BodyTimeout,
     /// Every slot is busy.
     NoSlot,
-    /// The handler ran past `handler_timeout_ms`.
+    /// The handler ran past `handler_timeout_ms`. 504, not 503: the request ran (in part), so a
+    /// load balancer that retries 503 must not run it again.
     HandlerTimeout,
     /// The handler spent its arena.
     ArenaExhausted,
@@ -47,7 +52,8 @@ pub enum ErrorKind {
     StackOverflow,
     /// The handler panicked.
     HandlerPanicked,
-    /// The handler's response could not be encoded (a header with CR/LF, no room in the arena).
+    /// The handler's response could not be encoded (a header with CR/LF, no room in the arena),
+    /// or has a 1xx status (an interim response cannot be final; upgrades need their own API).
     BadResponse,
 }
 
@@ -69,7 +75,8 @@ impl ErrorKind {
             MalformedHead => (400, "malformed request head", true),
             UnsupportedVersion => (505, "only HTTP/1.0 and HTTP/1.1 are supported", true),
             BadTarget => (400, "bad request target", true),
-            BadHost => (400, "a request needs exactly one Host header", true),
+            ConnectNotSupported => (501, "CONNECT is not supported", true),
+            BadHost => (400, "a request needs exactly one valid Host header", true),
             BadContentLength => (400, "malformed or conflicting Content-Length", true),
             ConflictingFraming => (400, "both Content-Length and Transfer-Encoding", true),
             TransferEncodingInHttp10 => (400, "Transfer-Encoding in an HTTP/1.0 request", true),
@@ -83,7 +90,7 @@ impl ErrorKind {
             HeadTimeout => (408, "request head not received in time", true),
             BodyTimeout => (408, "request body not received in time", true),
             NoSlot => (503, "server busy, retry", false),
-            HandlerTimeout => (503, "handler deadline passed", false),
+            HandlerTimeout => (504, "handler deadline passed", false),
             ArenaExhausted => (500, "request exceeded its memory", false),
             StackOverflow => (500, "request exceeded its stack", false),
             HandlerPanicked => (500, "handler failed", false),

@@ -2,6 +2,7 @@
 //! responses, and the one table from error kind to status. These are pure functions over bytes:
 //! nothing here knows of sockets, workers or slots.
 
+pub mod chars;
 pub mod chunked;
 pub mod date;
 pub mod encode;

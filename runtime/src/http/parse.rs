@@ -1,6 +1,7 @@
 //! Request heads: httparse over a fixed header array, then the framing rules that must be
 //! strict because leniency here is what request smuggling feeds on (RFC 9112 §6).
 
+use super::chars::REG_NAME;
 use super::error::ErrorKind;
 
 /// The limits a head is checked against.
@@ -25,6 +26,8 @@ pub struct Head<'b> {
     pub len: usize,
     pub method: &'b str,
     pub target: &'b str,
+    /// The target split into path and query (see [`split_target`]).
+    pub parts: TargetParts,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     pub headers_count: usize,
@@ -52,12 +55,15 @@ pub fn parse_head<'b, 'h>(
             return Ok(None);
         }
         Err(httparse::Error::TooManyHeaders) => return Err(ErrorKind::HeadersTooLarge),
-        Err(httparse::Error::Version) => return Err(ErrorKind::UnsupportedVersion),
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
         Err(_) => return Err(ErrorKind::MalformedHead),
     };
     if len > limits.head_bytes_max {
         return Err(ErrorKind::HeadersTooLarge);
     }
+    // httparse accepts a bare LF as a line end; a front end that does not would frame this
+    // head differently (RFC 9112 §2.2 allows rejecting it, and we must).
+    check_line_ends(&buf[..len])?;
     let (Some(method), Some(target), Some(minor_version)) =
         (request.method, request.path, request.version)
     else {
@@ -66,10 +72,19 @@ pub fn parse_head<'b, 'h>(
     let fields_parsed: &'h [httparse::Header<'b>] = request.headers;
     let headers_count = fields_parsed.len();
     let fields = analyse_fields(fields_parsed, minor_version)?;
+    let parts = split_target(method, target)?;
+    if let (Some((start, end)), Some(host)) = (parts.authority, fields.host) {
+        // Absolute-form: the target's authority is the request's host (RFC 9112 §3.2.2); a
+        // Host that says otherwise is an attempt to confuse whoever routes on it.
+        if !target.as_bytes()[start..end].eq_ignore_ascii_case(host) {
+            return Err(ErrorKind::BadHost);
+        }
+    }
     let head = Head {
         len,
         method,
         target,
+        parts,
         minor_version,
         headers_count,
         framing: fields.framing,
@@ -90,20 +105,53 @@ fn check_request_line(buf: &[u8], line_bytes_max: usize) -> Result<(), ErrorKind
     }
 }
 
-struct Fields {
+/// Every LF ends a CRLF pair and every CR starts one: no bare LF or bare CR anywhere in the
+/// head.
+fn check_line_ends(head: &[u8]) -> Result<(), ErrorKind> {
+    let mut previous = 0u8;
+    for &byte in head {
+        let bare_lf = byte == b'\n' && previous != b'\r';
+        let bare_cr = previous == b'\r' && byte != b'\n';
+        if bare_lf || bare_cr {
+            return Err(ErrorKind::MalformedHead);
+        }
+        previous = byte;
+    }
+    Ok(())
+}
+
+/// httparse reports any version it does not take as a version error. A well-formed
+/// `HTTP/DIGIT.DIGIT` other than 1.0 and 1.1 is 505; anything else is a malformed line (400).
+fn version_error(buf: &[u8]) -> ErrorKind {
+    let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(buf.len());
+    let line = &buf[..line_end];
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(line);
+    let well_formed = line.iter().filter(|&&b| b == b' ').count() == 2
+        && matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit());
+    if well_formed {
+        ErrorKind::UnsupportedVersion
+    } else {
+        ErrorKind::MalformedHead
+    }
+}
+
+struct Fields<'b> {
+    host: Option<&'b [u8]>,
     framing: Framing,
     keep_alive: bool,
     expect_continue: bool,
 }
 
-fn analyse_fields(
-    headers: &[httparse::Header<'_>],
+fn analyse_fields<'b>(
+    headers: &[httparse::Header<'b>],
     minor_version: u8,
-) -> Result<Fields, ErrorKind> {
+) -> Result<Fields<'b>, ErrorKind> {
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding = false;
     let mut chunked_final = false;
     let mut hosts = 0;
+    let mut host = None;
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
@@ -129,7 +177,11 @@ fn analyse_fields(
             }
             transfer_encoding = true;
         } else if name.eq_ignore_ascii_case("host") {
+            if !valid_authority(header.value) {
+                return Err(ErrorKind::BadHost);
+            }
             hosts += 1;
+            host = Some(header.value);
         } else if name.eq_ignore_ascii_case("connection") {
             for token in list_items(header.value) {
                 close |= token.eq_ignore_ascii_case(b"close");
@@ -154,7 +206,7 @@ fn analyse_fields(
         (false, Some(length)) => Framing::Length(length),
     };
     let keep_alive = if minor_version == 1 { !close } else { keep_alive_token && !close };
-    Ok(Fields { framing, keep_alive, expect_continue: expect_continue && minor_version == 1 })
+    Ok(Fields { host, framing, keep_alive, expect_continue: expect_continue && minor_version == 1 })
 }
 
 /// Content-Length: digits only, optionally a list of identical values (RFC 9110 §8.6).
@@ -185,31 +237,125 @@ fn trim(bytes: &[u8]) -> &[u8] {
     &bytes[start..end]
 }
 
-/// Splits a request target into path and query. Absolute-form (`http://host/p`) is reduced to
-/// its path; `*` is accepted only for OPTIONS.
-pub fn split_target<'b>(
-    method: &str,
-    target: &'b str,
-) -> Result<(&'b str, Option<&'b str>), ErrorKind> {
-    let path_and_query = if target.starts_with('/') {
-        target
-    } else if target == "*" && method == "OPTIONS" {
-        return Ok(("*", None));
-    } else if let Some(rest) =
-        target.strip_prefix("http://").or_else(|| target.strip_prefix("https://"))
-    {
-        match rest.find('/') {
-            Some(index) => &rest[index..],
-            None if !rest.is_empty() => "/",
-            None => return Err(ErrorKind::BadTarget),
+/// Where a request's path comes from: a range of the target, or a fixed string the target
+/// implies (absolute-form with an empty path means `/`). Never a pointer: a consumer can only
+/// index the target with it, so nothing derived from it can point outside the head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathPart {
+    /// `target[start..end]`.
+    Range(usize, usize),
+    /// Absolute-form without a path: `/`.
+    Root,
+    /// Asterisk-form (`OPTIONS *`): `*`.
+    Asterisk,
+}
+
+impl PathPart {
+    /// The path as text, given the target it was split from.
+    pub fn resolve<'t>(self, target: &'t str) -> &'t str {
+        match self {
+            PathPart::Range(start, end) => &target[start..end],
+            PathPart::Root => "/",
+            PathPart::Asterisk => "*",
         }
-    } else {
+    }
+}
+
+/// A request target split by [`split_target`]: indexes into the target, never pointers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetParts {
+    pub path: PathPart,
+    /// `target[start..end]`: the query, without its `?`.
+    pub query: Option<(usize, usize)>,
+    /// Absolute-form: `target[start..end]` is the authority the Host header must match.
+    pub authority: Option<(usize, usize)>,
+}
+
+impl TargetParts {
+    pub fn path<'t>(&self, target: &'t str) -> &'t str {
+        self.path.resolve(target)
+    }
+
+    pub fn query<'t>(&self, target: &'t str) -> Option<&'t str> {
+        self.query.map(|(start, end)| &target[start..end])
+    }
+}
+
+/// Splits a request target (RFC 9112 §3.2): origin-form (`/p?q`); absolute-form
+/// (`http://host/p?q`, an empty path is `/`, the authority is returned to be checked against
+/// Host); asterisk-form only for OPTIONS; authority-form only for CONNECT, which is not
+/// implemented ([`ErrorKind::ConnectNotSupported`]). A fragment is not part of any form: 400.
+pub fn split_target(method: &str, target: &str) -> Result<TargetParts, ErrorKind> {
+    if method == "CONNECT" {
+        return Err(if valid_authority(target.as_bytes()) && !target.is_empty() {
+            ErrorKind::ConnectNotSupported
+        } else {
+            ErrorKind::BadTarget
+        });
+    }
+    if target.contains('#') {
         return Err(ErrorKind::BadTarget);
+    }
+    if target == "*" {
+        return if method == "OPTIONS" {
+            Ok(TargetParts { path: PathPart::Asterisk, query: None, authority: None })
+        } else {
+            Err(ErrorKind::BadTarget)
+        };
+    }
+    let (start, authority) = if target.starts_with('/') {
+        (0, None)
+    } else {
+        let scheme_len = scheme_length(target).ok_or(ErrorKind::BadTarget)?;
+        let rest = &target[scheme_len..];
+        let authority_len = rest.find(['/', '?']).unwrap_or(rest.len());
+        let authority = &rest.as_bytes()[..authority_len];
+        if authority.is_empty() || !valid_authority(authority) {
+            return Err(ErrorKind::BadTarget);
+        }
+        (scheme_len + authority_len, Some((scheme_len, scheme_len + authority_len)))
     };
-    Ok(match path_and_query.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (path_and_query, None),
+    let rest = &target[start..];
+    let (path_len, query) = match rest.find('?') {
+        Some(at) => (at, Some((start + at + 1, target.len()))),
+        None => (rest.len(), None),
+    };
+    let path =
+        if path_len == 0 { PathPart::Root } else { PathPart::Range(start, start + path_len) };
+    Ok(TargetParts { path, query, authority })
+}
+
+/// Length of a leading `http://` or `https://` (any case).
+fn scheme_length(target: &str) -> Option<usize> {
+    ["http://", "https://"].into_iter().find_map(|scheme| {
+        let prefix = target.get(..scheme.len())?;
+        prefix.eq_ignore_ascii_case(scheme).then_some(scheme.len())
     })
+}
+
+/// `uri-host [ ":" port ]` (RFC 3986 §3.2; userinfo is not accepted). Empty is valid: HTTP/1.1
+/// requires an empty Host when the target has no authority.
+pub fn valid_authority(value: &[u8]) -> bool {
+    let (host, port) = if value.first() == Some(&b'[') {
+        let Some(close) = value.iter().position(|&b| b == b']') else { return false };
+        let literal = &value[1..close];
+        let literal_ok = !literal.is_empty()
+            && literal.iter().all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+        if !literal_ok {
+            return false;
+        }
+        (&[][..], &value[close + 1..])
+    } else {
+        let colon = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+        (&value[..colon], &value[colon..])
+    };
+    let host_ok = host.iter().all(|&b| REG_NAME[usize::from(b)]);
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    host_ok && port_ok
 }
 
 #[cfg(test)]
@@ -292,11 +438,50 @@ mod tests {
     }
 
     #[test]
-    fn targets() {
-        assert_eq!(split_target("GET", "/a?b=1"), Ok(("/a", Some("b=1"))));
-        assert_eq!(split_target("GET", "http://h/x"), Ok(("/x", None)));
-        assert_eq!(split_target("OPTIONS", "*"), Ok(("*", None)));
-        assert_eq!(split_target("GET", "*"), Err(ErrorKind::BadTarget));
-        assert_eq!(split_target("CONNECT", "h:443"), Err(ErrorKind::BadTarget));
+    fn targets_split_into_indexes_of_the_target() {
+        let split = |method, target| {
+            split_target(method, target).map(|p| (p.path(target), p.query(target)))
+        };
+        assert_eq!(split("GET", "/a?b=1"), Ok(("/a", Some("b=1"))));
+        assert_eq!(split("GET", "http://h/x"), Ok(("/x", None)));
+        assert_eq!(split("GET", "http://h"), Ok(("/", None)));
+        assert_eq!(split("GET", "http://h?/p"), Ok(("/", Some("/p"))));
+        assert_eq!(split("GET", "HTTPS://h:1/?"), Ok(("/", Some(""))));
+        assert_eq!(split("OPTIONS", "*"), Ok(("*", None)));
+        assert_eq!(split("GET", "*"), Err(ErrorKind::BadTarget));
+        assert_eq!(split("GET", "/a#b"), Err(ErrorKind::BadTarget));
+        assert_eq!(split("GET", "http://"), Err(ErrorKind::BadTarget));
+        assert_eq!(split("GET", "h:443"), Err(ErrorKind::BadTarget));
+        assert_eq!(split("CONNECT", "h:443"), Err(ErrorKind::ConnectNotSupported));
+        assert_eq!(split("CONNECT", "/"), Err(ErrorKind::BadTarget));
+        let parts = split_target("GET", "http://h:8/p").unwrap();
+        assert_eq!(parts.authority, Some((7, 10)));
+    }
+
+    #[test]
+    fn authorities() {
+        for good in ["", "a", "a.b:80", "[::1]", "[::1]:8080", "1.2.3.4:1", "a%20b"] {
+            assert!(valid_authority(good.as_bytes()), "{good:?}");
+        }
+        for bad in ["a b", "a/b", "a:1:2", "a:b", "[::1", "[]", "u@h", "[::1]x", "h\x00"] {
+            assert!(!valid_authority(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn line_ends_must_be_crlf() {
+        assert_eq!(
+            parse("GET / HTTP/1.1\r\nHost: x\nY: z\r\n\r\n").err(),
+            Some(ErrorKind::MalformedHead)
+        );
+        assert_eq!(parse("GET / HTTP/1.1\nHost: x\r\n\r\n").err(), Some(ErrorKind::MalformedHead));
+        assert_eq!(parse("GET / HTTP/1.1\r\nHost: x\r\n\n").err(), Some(ErrorKind::MalformedHead));
+    }
+
+    #[test]
+    fn only_well_formed_versions_are_505() {
+        assert_eq!(parse("GET / HTTP/3.0\r\n\r\n").err(), Some(ErrorKind::UnsupportedVersion));
+        assert_eq!(parse("GET / HTTP/1.1x\r\n\r\n").err(), Some(ErrorKind::MalformedHead));
+        assert_eq!(parse("GET / FOO\r\n\r\n").err(), Some(ErrorKind::MalformedHead));
     }
 }
