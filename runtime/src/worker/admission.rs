@@ -1,0 +1,143 @@
+//! Admission and the end of connections: accepting (with the EMFILE shed), taking a table entry
+//! or turning the connection away, closing an entry, and starting the drain. Must not read
+//! requests or touch a slot except to cancel the one a closing connection holds.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use super::conn::{BodyState, Phase, RequestMeta};
+use super::{Worker, ACCEPT_PAUSE};
+use crate::http::encode::{self, FixedSink, Persistence};
+
+impl Worker {
+    pub(super) fn accept(&mut self) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = self.listener.as_ref() else { return };
+            match listener.accept() {
+                Ok((stream, remote)) => {
+                    self.admit(stream, remote);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    self.shed_one_connection();
+                    self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
+                    return;
+                }
+                // ECONNABORTED and friends concern one connection only: keep accepting.
+                Err(_) => {
+                    self.stats().connections_rejected.fetch_add(1, Ordering::Relaxed);
+                }
+            };
+        }
+    }
+
+    /// Out of descriptors: free the spare one to accept and close the newest connection, so
+    /// the client learns at once instead of waiting in the backlog, then take the spare back.
+    pub(super) fn shed_one_connection(&mut self) {
+        self.stats().connections_rejected.fetch_add(1, Ordering::Relaxed);
+        if self.spare_fd.take().is_some() {
+            if let Some(listener) = self.listener.as_ref() {
+                if let Ok((stream, _)) = listener.accept() {
+                    drop(stream);
+                }
+            }
+            self.spare_fd = std::fs::File::open("/dev/null").ok();
+        }
+    }
+
+    pub(super) fn admit(&mut self, mut stream: TcpStream, remote: SocketAddr) {
+        let Some(index) = self.free_conns.pop() else {
+            // The table is full: say so politely, then close.
+            self.stats().connections_rejected.fetch_add(1, Ordering::Relaxed);
+            let mut head = [0u8; 256];
+            let mut sink = FixedSink { buf: &mut head, len: 0 };
+            let reply = encode::ErrorReply {
+                status: 503,
+                message: "too many connections",
+                persistence: Persistence::Close,
+                retry_after_s: Some(self.settings.retry_after_s),
+                head_request: false,
+            };
+            if encode::put_error(&mut sink, reply, &self.date).is_ok() {
+                let _ = stream.write(&sink.buf[..sink.len]);
+            }
+            return;
+        };
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, Token(index), Interest::READABLE | Interest::WRITABLE)
+            .is_err()
+        {
+            self.free_conns.push(index);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        self.stats().connections_accepted.fetch_add(1, Ordering::Relaxed);
+        let conn = &mut self.conns[index];
+        conn.stream = Some(stream);
+        conn.remote = remote;
+        conn.phase = Phase::Idle;
+        conn.request = RequestMeta::UNKNOWN;
+        self.deadlines[index] = Some(self.now + self.settings.header_read_timeout);
+        conn.close_after = self.draining;
+        conn.eof = false;
+        conn.readable = true;
+        self.live_conns += 1;
+        self.drive(index);
+    }
+
+    pub(super) fn close(&mut self, index: usize) {
+        if self.conns[index].phase == Phase::Free {
+            return;
+        }
+        if let Some(slot) = self.conns[index].slot.take() {
+            self.cancel_task(slot);
+            self.release_slot(slot);
+        }
+        let conn = &mut self.conns[index];
+        if let Some(mut stream) = conn.stream.take() {
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+        conn.phase = Phase::Free;
+        conn.read_start = 0;
+        conn.read_end = 0;
+        conn.write_start = 0;
+        conn.write_end = 0;
+        conn.pending = None;
+        self.deadlines[index] = None;
+        conn.close_after = false;
+        conn.eof = false;
+        conn.body = BodyState::None;
+        self.free_conns.push(index);
+        self.live_conns -= 1;
+    }
+
+    pub(super) fn start_drain(&mut self) {
+        self.draining = true;
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        for index in 0..self.conns.len() {
+            let conn = &mut self.conns[index];
+            match conn.phase {
+                Phase::Idle if conn.read_start == conn.read_end => self.close(index),
+                Phase::Free => {}
+                _ => conn.close_after = true,
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! A connection's table entry: its phase, its buffers, and moving bytes between them and its
+//! socket. Owns reading into and writing out of the buffers and the state an answer depends
+//! on (`RequestMeta`). Must not touch slots, parse HTTP or decide responses: the worker's other
+//! files do that.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+
+use cella_arena::{Buffer, ConnectionMemory};
+use mio::net::TcpStream;
+
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::encode::Persistence;
+use crate::slot_request::BodyBuf;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    Free,
+    /// Waiting for the first byte of a request.
+    Idle,
+    /// Some bytes of a head have arrived.
+    Head,
+    /// The head is complete and a slot holds it; the body is being read into the arena.
+    Body,
+    /// The head is complete but every slot is busy (only with `slot_wait_timeout_ms` > 0).
+    WaitingSlot,
+    /// The handler runs or is suspended.
+    Running,
+    /// A response is being written.
+    Writing,
+    /// After a response that closes the connection: input is drained until EOF or a deadline.
+    Linger,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) enum BodyState {
+    None,
+    Length(BodyBuf),
+    Chunked(BodyBuf, ChunkedDecoder),
+}
+
+/// The part of a response that is written straight from the slot's memory (a head that did
+/// not fit in the write buffer, a body larger than its free room), after the write buffer.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Pending {
+    pub(super) head: (*const u8, usize),
+    pub(super) body: (*const u8, usize),
+    pub(super) sent: usize,
+}
+
+impl Pending {
+    /// The unsent part of `(ptr, len)`, which starts `offset` bytes into the pending bytes.
+    fn rest(&self, part: (*const u8, usize), offset: usize) -> &[u8] {
+        let skip = self.sent.saturating_sub(offset).min(part.1);
+        if skip == part.1 {
+            return &[]; // Nothing left (or an absent part, whose pointer may be null).
+        }
+        // SAFETY: pending bytes are in the slot's arena (or static), which the slot keeps until
+        // the connection clears `pending`; `skip < len`, so the pointer is a real one.
+        unsafe { std::slice::from_raw_parts(part.0.add(skip), part.1 - skip) }
+    }
+}
+
+pub(super) struct Conn {
+    pub(super) phase: Phase,
+    pub(super) stream: Option<TcpStream>,
+    pub(super) remote: SocketAddr,
+    pub(super) read: Buffer,
+    pub(super) read_start: usize,
+    pub(super) read_end: usize,
+    pub(super) write: Buffer,
+    pub(super) write_start: usize,
+    pub(super) write_end: usize,
+    pub(super) pending: Option<Pending>,
+    pub(super) slot: Option<usize>,
+    /// Close once everything queued is written.
+    pub(super) close_after: bool,
+    /// The peer closed its side: nothing more will be read.
+    pub(super) eof: bool,
+    /// A readiness event came and the socket has not been read dry since. Edge-triggered: a
+    /// short read means no more bytes until the next event, so asking again would only cost a
+    /// read(2) that returns EAGAIN.
+    pub(super) readable: bool,
+    pub(super) body: BodyState,
+    /// Of the request being served.
+    pub(super) request: RequestMeta,
+}
+
+/// What the answer to the current request depends on, from its head.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RequestMeta {
+    pub(super) keep_alive: bool,
+    pub(super) minor_version: u8,
+    pub(super) head_method: bool,
+}
+
+impl RequestMeta {
+    /// Before a head is parsed, or when it could not be: close, HTTP/1.1, with a body.
+    pub(super) const UNKNOWN: RequestMeta =
+        RequestMeta { keep_alive: false, minor_version: 1, head_method: false };
+}
+
+impl Conn {
+    pub(super) fn new(memory: ConnectionMemory) -> Conn {
+        Conn {
+            phase: Phase::Free,
+            stream: None,
+            remote: SocketAddr::from(([0, 0, 0, 0], 0)),
+            read: memory.read,
+            read_start: 0,
+            read_end: 0,
+            write: memory.write,
+            write_start: 0,
+            write_end: 0,
+            pending: None,
+            slot: None,
+            close_after: false,
+            eof: false,
+            readable: false,
+            body: BodyState::None,
+            request: RequestMeta::UNKNOWN,
+        }
+    }
+
+    pub(super) fn buffered(&self) -> &[u8] {
+        &self.read.as_slice()[self.read_start..self.read_end]
+    }
+
+    /// Reads until the buffer is full or the socket would block. Returns whether bytes came.
+    pub(super) fn fill(&mut self) -> bool {
+        if self.read_start > 0 && self.read_end == self.read.capacity() {
+            self.read.as_mut_slice().copy_within(self.read_start..self.read_end, 0);
+            self.read_end -= self.read_start;
+            self.read_start = 0;
+        }
+        let mut got = false;
+        let Some(stream) = self.stream.as_mut() else { return false };
+        while self.read_end < self.read.capacity() {
+            let buf = &mut self.read.as_mut_slice()[self.read_end..];
+            let n = read_once(stream, buf, &mut self.readable, &mut self.eof);
+            if n == 0 {
+                break;
+            }
+            self.read_end += n;
+            got = true;
+        }
+        got
+    }
+
+    pub(super) fn consume(&mut self, count: usize) {
+        self.read_start += count;
+        if self.read_start == self.read_end {
+            self.read_start = 0;
+            self.read_end = 0;
+        }
+    }
+
+    /// Writes queued bytes: the write buffer, then any pending bytes in slot memory, in one
+    /// `writev`. Returns `Ok(true)` when everything is written.
+    pub(super) fn flush(&mut self) -> io::Result<bool> {
+        let Some(stream) = self.stream.as_mut() else { return Ok(true) };
+        loop {
+            let buffered = &self.write.as_slice()[self.write_start..self.write_end];
+            let (head, body) = match &self.pending {
+                Some(p) => (p.rest(p.head, 0), p.rest(p.body, p.head.1)),
+                None => (&[][..], &[][..]),
+            };
+            if buffered.is_empty() && head.is_empty() && body.is_empty() {
+                self.write_start = 0;
+                self.write_end = 0;
+                self.pending = None;
+                return Ok(true);
+            }
+            let slices = [IoSlice::new(buffered), IoSlice::new(head), IoSlice::new(body)];
+            let written = match stream.write_vectored(&slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            let from_buffer = written.min(buffered.len());
+            self.write_start += from_buffer;
+            if let Some(p) = self.pending.as_mut() {
+                p.sent += written - from_buffer;
+            }
+        }
+    }
+
+    /// Room for `bytes` more in the write buffer, compacting it if that helps.
+    pub(super) fn write_room(&mut self, bytes: usize) -> bool {
+        if self.pending.is_some() {
+            return false;
+        }
+        if self.write_end + bytes > self.write.capacity() && self.write_start > 0 {
+            self.write.as_mut_slice().copy_within(self.write_start..self.write_end, 0);
+            self.write_end -= self.write_start;
+            self.write_start = 0;
+        }
+        self.write_end + bytes <= self.write.capacity()
+    }
+
+    pub(super) fn persistence(&self, draining: bool) -> Persistence {
+        if !self.request.keep_alive || self.close_after || draining || self.eof {
+            Persistence::Close
+        } else if self.request.minor_version == 0 {
+            Persistence::KeepAliveHttp10
+        } else {
+            Persistence::KeepAlive
+        }
+    }
+}
+
+/// One read(2), edge-triggered style: returns 0 when nothing can be read until the next
+/// readiness event (a short read or EAGAIN clears `readable`), or at end of stream (`eof`).
+pub(super) fn read_once(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    readable: &mut bool,
+    eof: &mut bool,
+) -> usize {
+    if !*readable || *eof || buf.is_empty() {
+        return 0;
+    }
+    loop {
+        match stream.read(buf) {
+            Ok(0) => *eof = true,
+            Ok(n) => {
+                *readable = n == buf.len();
+                return n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => *readable = false,
+            Err(_) => *eof = true,
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,57 @@
+//! Deadlines: every connection phase has a total deadline, kept in a dense array and enforced
+//! by a sweep every `SWEEP_INTERVAL`; the poll timeout is the next sweep or the next handler
+//! wake-up. Must not do more than decide what a passed deadline means and hand it on.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::conn::Phase;
+use super::Worker;
+use crate::http::ErrorKind;
+
+impl Worker {
+    pub(super) fn poll_timeout(&self) -> Duration {
+        let mut until = self.next_sweep;
+        for slot in self.slots.iter().filter(|_| self.waiting_slots > 0) {
+            if let Some(wake_at) = slot.wake_at {
+                until = until.min(wake_at);
+            }
+        }
+        until.saturating_duration_since(Instant::now())
+    }
+
+    /// Enforces connection deadlines.
+    pub(super) fn sweep(&mut self) {
+        if let Some(until) = self.accept_paused_until {
+            if self.now >= until {
+                self.accept_paused_until = None;
+                self.accept();
+            }
+        }
+        for index in 0..self.conns.len() {
+            match self.deadlines[index] {
+                Some(deadline) if deadline <= self.now => {}
+                _ => continue,
+            }
+            match self.conns[index].phase {
+                Phase::Head => {
+                    self.fail(index, ErrorKind::HeadTimeout);
+                }
+                Phase::Body => {
+                    self.fail(index, ErrorKind::BodyTimeout);
+                }
+                Phase::WaitingSlot => {
+                    self.conns[index].close_after = true;
+                    self.stats().busy_rejections.fetch_add(1, Ordering::Relaxed);
+                    self.queue_error(index, ErrorKind::NoSlot);
+                }
+                Phase::Idle | Phase::Writing | Phase::Linger => {
+                    self.close(index);
+                    continue;
+                }
+                Phase::Free | Phase::Running => continue,
+            }
+            self.drive(index);
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! A worker: one thread with its own mio `Poll`, its own SO_REUSEPORT listener, and its own
+//! share of connections. Nothing on the request path is shared with another worker except
+//! relaxed statistics counters and the lock-free pools that make capacity the instance's.
+//!
+//! A connection holds no slot while it is idle or sending its head. When the head is complete
+//! it claims a slot (or gets 503), its body is read into the slot's arena, the handler runs on
+//! the slot's stack, and the response is copied into the connection's write buffer (or written
+//! straight from the arena when it does not fit). The slot is wiped and freed as soon as the
+//! response no longer needs its memory.
+//!
+//! This file owns the event loop and its dispatch; each other file owns one concern:
+//! `admission` (accepting, closing, draining), `conn` (a connection's entry and buffers),
+//! `read` (heads and bodies), `slots` (the coroutine lifecycle and freeing slots), `respond`
+//! (errors, responses, what follows a response) and `deadlines` (the sweep). Nothing here
+//! imports the top-level server; `http/` knows nothing of this module.
+
+mod admission;
+mod conn;
+mod deadlines;
+mod read;
+mod respond;
+mod slots;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use cella_arena::{Arena, WorkerMemory};
+use cella_shared::Config;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::handler::Handler;
+use crate::http::date::DateCache;
+use crate::http::parse::HeadLimits;
+use crate::net::SlotSockets;
+use conn::{Conn, Phase};
+use slots::Slot;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+/// Tokens at and above this are slots' outbound sockets.
+const SOCKET_TOKEN_BASE: usize = 1 << 40;
+/// How often connection deadlines are checked; they are enforced to within this.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
+/// Readiness events taken per poll.
+const EVENTS_CAPACITY: usize = 1024;
+/// After EMFILE/ENFILE, accepting pauses this long (the backlog waits in the kernel).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How often a handler that catches cancellation's unwind is asked again before its stack is
+/// abandoned.
+const CANCEL_ATTEMPTS_MAX: usize = 3;
+
+/// The configuration, in the units the worker uses.
+pub(crate) struct Settings {
+    pub head_limits: HeadLimits,
+    pub headers_count_max: usize,
+    pub body_bytes_max: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub response_write_timeout: Duration,
+    pub keepalive_idle_timeout: Duration,
+    pub linger_timeout: Duration,
+    pub chunk_extension_bytes_max: usize,
+    pub trailer_bytes_max: usize,
+    pub handler_timeout: Duration,
+    pub slot_wait_timeout: Duration,
+    pub retry_after_s: u64,
+    pub quarantine: bool,
+    pub fault_injection: bool,
+    pub slot_sockets_max: usize,
+}
+
+impl Settings {
+    pub(crate) fn new(config: &Config) -> Settings {
+        let ms = Duration::from_millis;
+        Settings {
+            head_limits: HeadLimits {
+                line_bytes_max: config.request_line_size_max.0 as usize,
+                head_bytes_max: config.request_head_size_max.0 as usize,
+            },
+            headers_count_max: config.headers_count_max,
+            body_bytes_max: config.request_body_size_max.0 as usize,
+            header_read_timeout: ms(config.header_read_timeout_ms),
+            body_read_timeout: ms(config.body_read_timeout_ms),
+            response_write_timeout: ms(config.response_write_timeout_ms),
+            keepalive_idle_timeout: ms(config.keepalive_idle_timeout_ms),
+            linger_timeout: ms(config.linger_timeout_ms),
+            chunk_extension_bytes_max: config.chunk_extension_size_max.0 as usize,
+            trailer_bytes_max: config.trailer_size_max.0 as usize,
+            handler_timeout: ms(config.handler_timeout_ms),
+            slot_wait_timeout: ms(config.slot_wait_timeout_ms),
+            retry_after_s: config.retry_after_s,
+            quarantine: config.quarantine,
+            fault_injection: config.fault_injection,
+            slot_sockets_max: config.slot_sockets_max,
+        }
+    }
+}
+
+/// Counters of one worker, on their own cache lines.
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct WorkerStats {
+    pub connections_accepted: AtomicU64,
+    pub connections_rejected: AtomicU64,
+    pub requests: AtomicU64,
+    pub busy_rejections: AtomicU64,
+    pub overruns: AtomicU64,
+    pub panics: AtomicU64,
+    pub stack_overflows: AtomicU64,
+    pub handler_timeouts: AtomicU64,
+    pub client_errors: AtomicU64,
+    /// The most any of this worker's arenas has held (bytes), for sizing `slot_arena_size`.
+    pub arena_high_water_bytes: AtomicU64,
+}
+
+/// What the workers and the thread that controls them share.
+pub(crate) struct Shared {
+    pub shutdown: AtomicBool,
+    pub stats: Box<[WorkerStats]>,
+    pub wakers: Mutex<Vec<Arc<Waker>>>,
+    pub alive: AtomicUsize,
+}
+
+pub(crate) struct WorkerSetup {
+    pub index: usize,
+    pub memory: WorkerMemory,
+    pub listener: std::net::TcpListener,
+    pub handler: Arc<dyn Handler>,
+    pub settings: Arc<Settings>,
+    pub shared: Arc<Shared>,
+    pub ready: Arc<Barrier>,
+    pub setup_error: Arc<Mutex<Option<String>>>,
+}
+
+pub(crate) struct Worker {
+    index: usize,
+    poll: Poll,
+    events: Events,
+    listener: Option<TcpListener>,
+    accept_paused_until: Option<Instant>,
+    spare_fd: Option<std::fs::File>,
+    conns: Box<[Conn]>,
+    /// Each connection's current deadline, in a dense array of its own: the sweep reads 16
+    /// bytes per connection, not a whole connection, so 10,000 idle connections cost little.
+    deadlines: Box<[Option<Instant>]>,
+    free_conns: Vec<usize>,
+    live_conns: usize,
+    slots: Box<[Slot]>,
+    free_slots: Vec<usize>,
+    /// Slots whose task is suspended with a wake-up time (`Slot::wake_at` set): when 0, the
+    /// loop skips scanning the slots.
+    waiting_slots: usize,
+    slot_waiters: std::collections::VecDeque<usize>,
+    /// Connections to drive once the current event is handled (a slot came free for them).
+    runnable: std::collections::VecDeque<usize>,
+    handler: Arc<dyn Handler>,
+    settings: Arc<Settings>,
+    shared: Arc<Shared>,
+    reserve: Arena,
+    date: DateCache,
+    now: Instant,
+    next_sweep: Instant,
+    draining: bool,
+    /// This worker's copy of `WorkerStats::arena_high_water_bytes`: the atomic is written only
+    /// when this rises.
+    arena_high_water_bytes: usize,
+}
+
+/// Runs a worker: sets up, meets the other workers at `ready`, then serves until shutdown.
+pub(crate) fn run(setup: WorkerSetup) {
+    let ready = setup.ready.clone();
+    let setup_error = setup.setup_error.clone();
+    let shared = setup.shared.clone();
+    let worker = Worker::new(setup);
+    let mut worker = match worker {
+        Ok(worker) => worker,
+        Err(error) => {
+            if let Ok(mut slot) = setup_error.lock() {
+                slot.get_or_insert(error.to_string());
+            }
+            ready.wait();
+            shared.alive.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+    };
+    ready.wait();
+    cella_arena::seal_current_thread();
+    worker.serve();
+    cella_arena::unseal_current_thread();
+    // AcqRel: pairs with the Acquire load of the controlling thread waiting for the drain.
+    shared.alive.fetch_sub(1, Ordering::AcqRel);
+}
+
+impl Worker {
+    fn new(setup: WorkerSetup) -> io::Result<Worker> {
+        crate::sys::set_signal_stack(setup.memory.signal_stack)?;
+        setup.handler.prepare_thread();
+        let poll = Poll::new()?;
+        setup.listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(setup.listener);
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        setup.shared.wakers.lock().map_err(|_| io::Error::other("poisoned"))?.push(waker);
+        let settings = setup.settings;
+        let memory = setup.memory;
+        let conns: Box<[Conn]> = memory.connections.into_iter().map(Conn::new).collect();
+        let sockets_max = settings.slot_sockets_max;
+        let slots: Box<[Slot]> = memory
+            .slots
+            .into_iter()
+            .enumerate()
+            .map(|(index, (memory, arena))| {
+                let token_base = SOCKET_TOKEN_BASE + index * sockets_max.max(1);
+                Slot::new(memory, arena, SlotSockets::new(sockets_max, token_base))
+            })
+            .collect();
+        for slot in slots.iter() {
+            slot.sockets.set_registry(poll.registry());
+        }
+        let now = Instant::now();
+        Ok(Worker {
+            index: setup.index,
+            poll,
+            events: Events::with_capacity(EVENTS_CAPACITY),
+            listener: Some(listener),
+            accept_paused_until: None,
+            spare_fd: std::fs::File::open("/dev/null").ok(),
+            free_conns: (0..conns.len()).rev().collect(),
+            deadlines: vec![None; conns.len()].into_boxed_slice(),
+            slot_waiters: std::collections::VecDeque::with_capacity(conns.len()),
+            runnable: std::collections::VecDeque::with_capacity(conns.len()),
+            conns,
+            live_conns: 0,
+            free_slots: (0..slots.len()).rev().collect(),
+            waiting_slots: 0,
+            slots,
+            handler: setup.handler,
+            settings,
+            shared: setup.shared,
+            // SAFETY: the reserve span is this worker's alone and lives as long as the region,
+            // which outlives the worker.
+            reserve: memory.panic_reserve,
+            date: DateCache::default(),
+            now,
+            next_sweep: now + SWEEP_INTERVAL,
+            draining: false,
+            arena_high_water_bytes: 0,
+        })
+    }
+
+    pub(super) fn stats(&self) -> &WorkerStats {
+        &self.shared.stats[self.index]
+    }
+
+    /// The event loop; returns once draining has closed every connection.
+    pub(super) fn serve(&mut self) {
+        loop {
+            // Acquire: pairs with the Release store that starts the drain.
+            if !self.draining && self.shared.shutdown.load(Ordering::Acquire) {
+                self.start_drain();
+            }
+            if self.draining && self.live_conns == 0 {
+                return;
+            }
+            let timeout = self.poll_timeout();
+            let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+            if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
+                if error.kind() != io::ErrorKind::Interrupted {
+                    crate::sys::write_stderr(b"cella: epoll_wait failed; worker retrying\n");
+                }
+            }
+            self.now = Instant::now();
+            for event in events.iter() {
+                self.dispatch(event);
+            }
+            self.events = events;
+            self.wake_due_slots();
+            while let Some(index) = self.runnable.pop_front() {
+                self.drive(index);
+            }
+            if self.now >= self.next_sweep {
+                self.next_sweep = self.now + SWEEP_INTERVAL;
+                self.date.refresh(SystemTime::now());
+                self.sweep();
+            }
+        }
+    }
+
+    pub(super) fn dispatch(&mut self, event: &mio::event::Event) {
+        match event.token() {
+            LISTENER => self.accept(),
+            WAKER => {}
+            Token(token) if token >= SOCKET_TOKEN_BASE => {
+                self.socket_ready(token - SOCKET_TOKEN_BASE)
+            }
+            Token(index) if index < self.conns.len() => {
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.conns[index].readable = true;
+                }
+                if self.conns[index].phase == Phase::Running
+                    && (event.is_error() || event.is_write_closed())
+                {
+                    self.close(index);
+                    return;
+                }
+                self.drive(index);
+            }
+            Token(_) => {}
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Writing answers: the 503 for no free slot, errors from the one status table, a handler's
+//! response (into the write buffer, or from the slot's memory when it does not fit), flushing,
+//! and what the connection does after a response (next request, keep-alive, linger). Must not
+//! parse requests or resume handlers.
+
+use std::net::Shutdown;
+use std::sync::atomic::Ordering;
+
+use super::conn::{BodyState, Pending, Phase};
+use super::Worker;
+use crate::handler::Response;
+use crate::http::encode::{self, FixedSink, HeadFrame, Persistence};
+use crate::http::ErrorKind;
+
+impl Worker {
+    /// Every slot is busy: wait for one (when configured) or answer 503 at once.
+    pub(super) fn no_slot(&mut self, index: usize, head_len: usize, has_body: bool) -> bool {
+        let conn = &mut self.conns[index];
+        if !self.settings.slot_wait_timeout.is_zero()
+            && self.slot_waiters.len() < self.slot_waiters.capacity()
+        {
+            conn.phase = Phase::WaitingSlot;
+            self.deadlines[index] = Some(self.now + self.settings.slot_wait_timeout);
+            self.slot_waiters.push_back(index);
+            return false;
+        }
+        conn.consume(head_len);
+        if has_body {
+            // The body was not read, so the connection's framing is lost: close after the 503.
+            conn.close_after = true;
+        }
+        self.stats().busy_rejections.fetch_add(1, Ordering::Relaxed);
+        self.queue_error(index, ErrorKind::NoSlot);
+        true
+    }
+
+    /// Answers the connection's current request with an error.
+    pub(super) fn fail(&mut self, index: usize, kind: ErrorKind) -> bool {
+        if let Some(slot) = self.conns[index].slot.take() {
+            self.release_slot(slot);
+        }
+        self.conns[index].body = BodyState::None;
+        if kind.response().status < 500 {
+            self.stats().client_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.queue_error(index, kind);
+        true
+    }
+
+    pub(super) fn queue_error(&mut self, index: usize, kind: ErrorKind) {
+        let response = kind.response();
+        let conn = &mut self.conns[index];
+        conn.close_after |= response.close;
+        let persistence = conn.persistence(self.draining);
+        conn.close_after |= persistence == Persistence::Close;
+        let reply = encode::ErrorReply {
+            status: response.status,
+            message: response.message,
+            persistence,
+            retry_after_s: (response.status == 503).then_some(self.settings.retry_after_s),
+            head_request: conn.request.head_method,
+        };
+        let start = conn.write_end;
+        let queued = conn.write_room(0) && {
+            let mut sink = FixedSink { buf: conn.write.as_mut_slice(), len: start };
+            let result = encode::put_error(&mut sink, reply, &self.date);
+            conn.write_end = sink.len;
+            result.is_ok()
+        };
+        if !queued {
+            conn.write_end = start;
+            conn.close_after = true;
+        }
+        conn.phase = Phase::Writing;
+        self.deadlines[index] = Some(self.now + self.settings.response_write_timeout);
+    }
+
+    /// Queues a handler's response behind what the connection already has queued.
+    pub(super) fn respond(&mut self, index: usize, slot_index: usize, response: Response<'static>) {
+        // An interim (1xx) status cannot end a request; `101` would leave the client thinking
+        // the connection changed protocol while we go on speaking HTTP.
+        let valid = !response.status().is_informational()
+            && response
+                .headers()
+                .all(|(name, value)| encode::header_allowed(name, value.as_bytes()));
+        if !valid {
+            drop(response);
+            self.fail(index, ErrorKind::BadResponse);
+            return;
+        }
+        let close = response.headers().any(|(name, value)| {
+            name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close")
+        });
+        let conn = &mut self.conns[index];
+        conn.close_after |= close;
+        let slot = &mut self.slots[slot_index];
+        let body = response.body_bytes();
+        let frame = HeadFrame {
+            status: response.status().as_u16(),
+            content_length: body.len(),
+            persistence: conn.persistence(self.draining),
+            date: &self.date,
+        };
+        conn.close_after |= frame.persistence == Persistence::Close;
+        let rule = encode::BodyRule::of(frame.status, conn.request.head_method);
+        let sent_body: &[u8] = if rule.body { body } else { &[] };
+        let start = conn.write_end;
+        let mut in_buffer = conn.write_room(0) && {
+            let mut sink = FixedSink { buf: conn.write.as_mut_slice(), len: start };
+            let encoded = put_head(&mut sink, frame, &response).is_ok();
+            conn.write_end = sink.len;
+            encoded
+        };
+        let mut head_pending = (std::ptr::null(), 0);
+        if !in_buffer {
+            conn.write_end = start;
+            let mut head = cella_arena::ArenaVec::new_in(&slot.arena);
+            if put_head(&mut head, frame, &response).is_err() {
+                drop(response);
+                self.fail(index, ErrorKind::BadResponse);
+                return;
+            }
+            let head = head.into_slice();
+            head_pending = (head.as_ptr(), head.len());
+        }
+        if in_buffer && conn.write_room(sent_body.len()) {
+            conn.write.as_mut_slice()[conn.write_end..conn.write_end + sent_body.len()]
+                .copy_from_slice(sent_body);
+            conn.write_end += sent_body.len();
+        } else {
+            in_buffer = false;
+            conn.pending = Some(Pending {
+                head: head_pending,
+                body: (sent_body.as_ptr(), sent_body.len()),
+                sent: 0,
+            });
+        }
+        conn.phase = Phase::Writing;
+        self.deadlines[index] = Some(self.now + self.settings.response_write_timeout);
+        if in_buffer {
+            // Everything is copied: the slot is free for the next request at once.
+            drop(response);
+            conn.slot = None;
+            self.release_slot(slot_index);
+        } else {
+            slot.response = Some(response);
+        }
+    }
+}
+
+fn put_head(
+    sink: &mut impl encode::Sink,
+    frame: HeadFrame<'_>,
+    response: &Response<'_>,
+) -> Result<(), encode::Full> {
+    encode::put_frame(sink, frame)?;
+    for (name, value) in response.headers() {
+        if !encode::header_owned_by_runtime(name) {
+            encode::put_header(sink, name, value.as_bytes())?;
+        }
+    }
+    sink.put(b"\r\n")
+}
+
+impl Worker {
+    pub(super) fn write(&mut self, index: usize) -> bool {
+        let conn = &mut self.conns[index];
+        // Pipelining: while the queued responses sit in the write buffer (none is pending in
+        // slot memory), go on with the next buffered request and write them all at once later.
+        let batching = conn.pending.is_none()
+            && !conn.close_after
+            && conn.read_start < conn.read_end
+            && conn.write_end < conn.write.capacity() / 2;
+        if batching {
+            conn.phase = Phase::Head;
+            self.deadlines[index] = Some(self.now + self.settings.header_read_timeout);
+            return true;
+        }
+        match conn.flush() {
+            Ok(true) => {
+                if let Some(slot) = conn.slot.take() {
+                    self.release_slot(slot);
+                }
+                self.after_response(index);
+                true
+            }
+            Ok(false) => false,
+            Err(_) => {
+                self.close(index);
+                false
+            }
+        }
+    }
+
+    pub(super) fn after_response(&mut self, index: usize) {
+        let conn = &mut self.conns[index];
+        if conn.close_after {
+            if let Some(stream) = conn.stream.as_ref() {
+                let _ = stream.shutdown(Shutdown::Write);
+            }
+            conn.phase = Phase::Linger;
+            self.deadlines[index] = Some(self.now + self.settings.linger_timeout);
+        } else if conn.read_start < conn.read_end {
+            conn.phase = Phase::Head;
+            self.deadlines[index] = Some(self.now + self.settings.header_read_timeout);
+        } else {
+            conn.phase = Phase::Idle;
+            self.deadlines[index] = Some(self.now + self.settings.keepalive_idle_timeout);
+        }
+    }
+
+    /// Discards input until the client closes (or the linger deadline, in the sweep).
+    pub(super) fn linger(&mut self, index: usize) -> bool {
+        let conn = &mut self.conns[index];
+        (conn.read_start, conn.read_end) = (0, 0);
+        while conn.fill() {
+            (conn.read_start, conn.read_end) = (0, 0);
+        }
+        if conn.eof {
+            self.close(index);
+        }
+        false
+    }
+}

@@ -1,0 +1,225 @@
+//! Slots and the coroutine lifecycle: starting a handler on a slot's stack, resuming it when
+//! what it waits for is ready, dealing with how it stopped (response, panic, overrun, stack
+//! overflow, deadline), cancelling it, and wiping and freeing the slot. Must not read from or
+//! write to connections: it hands a response or an error to `respond.rs`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cella_arena::{Arena, Route, SlotMemory};
+
+use super::conn::Phase;
+use super::{Worker, CANCEL_ATTEMPTS_MAX};
+use crate::cancel::{self, Fault, Step, Task, Wait, Wake};
+use crate::handler::{Handler, Response};
+use crate::http::ErrorKind;
+use crate::net::SlotSockets;
+use crate::slot_request::RawRequest;
+
+pub(super) struct Slot {
+    pub(super) memory: SlotMemory,
+    pub(super) arena: Arena,
+    pub(super) route: Route,
+    pub(super) sockets: SlotSockets,
+    pub(super) task: Option<Task<Response<'static>>>,
+    /// Kept until the response's bytes are written, then dropped before the wipe.
+    pub(super) response: Option<Response<'static>>,
+    pub(super) request: Option<RawRequest>,
+    pub(super) conn: usize,
+    pub(super) wait: Option<Wait>,
+    pub(super) wake_at: Option<Instant>,
+    pub(super) handler_deadline: Instant,
+    pub(super) fail_alloc_at: u32,
+}
+
+impl Slot {
+    pub(super) fn new(memory: SlotMemory, arena: Arena, sockets: SlotSockets) -> Slot {
+        Slot {
+            memory,
+            arena,
+            route: Route {
+                arena: std::ptr::null(),
+                reserve: std::ptr::null(),
+                on_exhausted: cancel::on_arena_exhausted,
+                fail_countdown: std::cell::Cell::new(0),
+            },
+            sockets,
+            task: None,
+            response: None,
+            request: None,
+            conn: usize::MAX,
+            wait: None,
+            wake_at: None,
+            handler_deadline: Instant::now(),
+            fail_alloc_at: 0,
+        }
+    }
+}
+
+impl Worker {
+    pub(super) fn start_handler(&mut self, slot_index: usize) {
+        let slot = &mut self.slots[slot_index];
+        let request = slot.request.expect("a slot starting a handler holds a request");
+        let handler: *const dyn Handler = Arc::as_ptr(&self.handler);
+        slot.task = Some(Task::new(&slot.memory, move || {
+            // SAFETY: the worker keeps the handler alive (its Arc) and the slot keeps the
+            // request's memory until the task has ended and its response is dropped.
+            unsafe { (*handler).handle(&request.to_request()) }
+        }));
+        slot.handler_deadline = self.now + self.settings.handler_timeout;
+        slot.route.fail_countdown.set(slot.fail_alloc_at);
+        self.resume(slot_index, Wake::Start);
+    }
+
+    /// Runs a slot's task with its allocations routed to its arena.
+    pub(super) fn run_task(&mut self, slot_index: usize, wake: Wake) -> Step<Response<'static>> {
+        self.set_wake_at(slot_index, None);
+        let slot = &mut self.slots[slot_index];
+        slot.wait = None;
+        slot.route.arena = &slot.arena;
+        slot.route.reserve = &self.reserve;
+        slot.sockets.enter();
+        // SAFETY: the route and its arenas live in this worker and outlive the call; `leave`
+        // runs right after the task gives control back.
+        unsafe { cella_arena::enter(&slot.route) };
+        let step = slot.task.as_mut().expect("a running slot has a task").resume(wake);
+        cella_arena::leave();
+        SlotSockets::leave();
+        if !matches!(step, Step::Suspended(_)) {
+            slot.task = None;
+            // Whatever a panic took from the reserve is no longer referenced.
+            self.reserve.wipe();
+        }
+        step
+    }
+
+    /// Resumes a slot's task and deals with how it stopped.
+    pub(super) fn resume(&mut self, slot_index: usize, wake: Wake) {
+        let step = self.run_task(slot_index, wake);
+        let slot = &mut self.slots[slot_index];
+        let index = slot.conn;
+        let result = match step {
+            Step::Suspended(wait) => {
+                let deadline = slot.handler_deadline;
+                slot.wait = Some(wait);
+                self.set_wake_at(
+                    slot_index,
+                    Some(wait.deadline.map_or(deadline, |d| d.min(deadline))),
+                );
+                return;
+            }
+            Step::Finished(Ok(response)) => Ok(response),
+            Step::Finished(Err(Fault::Panicked)) => {
+                self.stats().panics.fetch_add(1, Ordering::Relaxed);
+                Err(ErrorKind::HandlerPanicked)
+            }
+            Step::Finished(Err(Fault::StackOverflow)) => {
+                self.stats().stack_overflows.fetch_add(1, Ordering::Relaxed);
+                Err(ErrorKind::StackOverflow)
+            }
+            Step::Finished(Err(Fault::Cancelled)) => {
+                self.stats().handler_timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(ErrorKind::HandlerTimeout)
+            }
+            Step::Overrun => {
+                self.stats().overruns.fetch_add(1, Ordering::Relaxed);
+                Err(ErrorKind::ArenaExhausted)
+            }
+        };
+        match result {
+            Ok(response) => self.respond(index, slot_index, response),
+            Err(kind) => {
+                self.fail(index, kind);
+            }
+        }
+    }
+
+    /// Ends a task that must not finish normally (its client is gone, the server is closing):
+    /// unwinds it, and abandons it if it will not stop.
+    pub(super) fn cancel_task(&mut self, slot_index: usize) {
+        for _ in 0..CANCEL_ATTEMPTS_MAX {
+            if self.slots[slot_index].task.is_none() {
+                return;
+            }
+            // A response it still returns is dropped with the step.
+            let _ = self.run_task(slot_index, Wake::Cancel);
+        }
+        if let Some(task) = self.slots[slot_index].task.as_mut() {
+            task.abandon();
+            self.slots[slot_index].task = None;
+            self.reserve.wipe();
+        }
+    }
+
+    pub(super) fn set_wake_at(&mut self, slot_index: usize, wake_at: Option<Instant>) {
+        let previous = std::mem::replace(&mut self.slots[slot_index].wake_at, wake_at);
+        self.waiting_slots =
+            self.waiting_slots + usize::from(wake_at.is_some()) - usize::from(previous.is_some());
+    }
+
+    /// Wipes a slot whose task has ended and puts it back in the pool.
+    pub(super) fn release_slot(&mut self, slot_index: usize) {
+        self.set_wake_at(slot_index, None);
+        let slot = &mut self.slots[slot_index];
+        debug_assert!(slot.task.is_none(), "a slot is released only after its task ended");
+        slot.response = None;
+        slot.request = None;
+        slot.sockets.close_all();
+        slot.wait = None;
+        slot.route.fail_countdown.set(0);
+        slot.conn = usize::MAX;
+        slot.arena.wipe();
+        let high_water = slot.arena.high_water_bytes();
+        if high_water > self.arena_high_water_bytes {
+            self.arena_high_water_bytes = high_water;
+            // Relaxed: a statistic, read by `RunningServer::stats`.
+            self.shared.stats[self.index]
+                .arena_high_water_bytes
+                .store(high_water as u64, Ordering::Relaxed);
+        }
+        if self.settings.quarantine {
+            slot.memory.arena.protect(false).expect("quarantining a slot succeeds");
+        }
+        self.free_slots.push(slot_index);
+        while let Some(waiter) = self.slot_waiters.pop_front() {
+            if self.conns[waiter].phase == Phase::WaitingSlot {
+                self.conns[waiter].phase = Phase::Head;
+                self.runnable.push_back(waiter);
+                break;
+            }
+        }
+    }
+
+    /// Resumes suspended handlers whose wait is over.
+    pub(super) fn wake_due_slots(&mut self) {
+        if self.waiting_slots == 0 {
+            return;
+        }
+        let now = Instant::now();
+        for slot_index in 0..self.slots.len() {
+            let slot = &self.slots[slot_index];
+            let Some(wake_at) = slot.wake_at else { continue };
+            if wake_at > now || slot.task.is_none() {
+                continue;
+            }
+            let wake = if now >= slot.handler_deadline { Wake::Cancel } else { Wake::TimedOut };
+            let index = slot.conn;
+            self.resume(slot_index, wake);
+            self.drive(index);
+        }
+    }
+
+    pub(super) fn socket_ready(&mut self, offset: usize) {
+        let sockets_max = self.settings.slot_sockets_max.max(1);
+        let (slot_index, socket) = (offset / sockets_max, offset % sockets_max);
+        let Some(slot) = self.slots.get(slot_index) else { return };
+        let waiting = slot.task.is_some()
+            && slot.wait.and_then(|w| w.socket).is_some_and(|(s, _)| s == socket);
+        if waiting {
+            let index = slot.conn;
+            self.resume(slot_index, Wake::Ready);
+            self.drive(index);
+        }
+    }
+}
