@@ -2,7 +2,8 @@
 //! unknown keys refused in every source, `check-config` output, and refusing to start with a
 //! clear message and a non-zero exit.
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use cella_tests::{binary, ServerProcess};
 
@@ -107,4 +108,89 @@ fn serve_refuses_to_start_when_the_region_cannot_be_mapped() {
     assert!(output.stdout.is_empty(), "no ready line");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot map the") && stderr.contains("-byte region"), "{stderr}");
+}
+
+/// Runs `cella` for at most ten seconds (a server that starts when it should have refused is
+/// killed, so the test fails instead of hanging).
+fn cella_bounded(args: &[&str]) -> Output {
+    let mut child = Command::new(binary("cella"))
+        .args(args)
+        .env_remove("CELLA_QUARANTINE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cella runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("try_wait").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().expect("output")
+}
+
+/// Asserts `output` is a refusal: a non-zero exit (not a signal), nothing on stdout, one line on
+/// stderr that contains each of `needles`.
+fn assert_refused(output: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(matches!(output.status.code(), Some(code) if code != 0), "{stderr}");
+    assert!(output.stdout.is_empty(), "no plan, no ready line: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "`{needle}` in {stderr}");
+    }
+}
+
+#[test]
+fn a_size_whose_page_rounding_would_wrap_is_refused_in_every_source_naming_its_key() {
+    let huge = "18446744073709551615B"; // u64::MAX: rounding up to whole pages would give 0
+    let expected = ["config key `slot_stack_size`", huge, "64GiB"];
+    let set = format!("slot_stack_size={huge}");
+    assert_refused(&cella(&["check-config", "--set", &set], &[]), &expected);
+    assert_refused(&cella(&["check-config", "--slot-stack", huge], &[]), &expected);
+    assert_refused(&cella(&["check-config"], &[("CELLA_SLOT_STACK_SIZE", huge)]), &expected);
+    let file = config_file("huge-stack", &format!("slot_stack_size = \"{huge}\"\n"));
+    assert_refused(&cella(&["check-config", "--config", file.to_str().unwrap()], &[]), &expected);
+    assert_refused(&cella_bounded(&["serve", "--listen", "127.0.0.1:0", "--set", &set]), &expected);
+}
+
+#[test]
+fn every_size_of_the_memory_plan_that_would_overflow_is_refused_naming_its_key() {
+    for key in [
+        "slot_arena_size",
+        "connection_read_buffer_size",
+        "connection_write_buffer_size",
+        "panic_reserve_size",
+    ] {
+        let set = format!("{key}=18446744073709551615B");
+        let output = cella(&["check-config", "--set", &set], &[]);
+        assert_refused(&output, &[&format!("config key `{key}`")]);
+    }
+}
+
+#[test]
+fn slots_times_an_arena_whose_product_would_wrap_is_refused_not_planned_small() {
+    // 65536 × (2^48 bytes + 260KiB) wraps in 64 bits to about 16GiB, which used to pass as a
+    // valid plan and then panic while carving the region.
+    let args = ["--slots", "65536", "--slot-arena", "262144GiB"];
+    let check = cella(&[&["check-config"][..], &args].concat(), &[]);
+    assert_refused(&check, &["config key `slot_arena_size`", "262144GiB"]);
+    let serve = cella_bounded(&[&["serve", "--listen", "127.0.0.1:0"][..], &args].concat());
+    assert_refused(&serve, &["config key `slot_arena_size`"]);
+}
+
+#[test]
+fn a_plan_of_exactly_the_64gib_limit_is_accepted_and_one_byte_more_is_refused() {
+    // One worker (64KiB signal stack + 64KiB panic reserve), one connection (8KiB + 8KiB), one
+    // slot (4KiB guard + 256KiB stack + arena): with this arena, exactly 64GiB (4KiB pages).
+    let arena = (64u64 << 30) - (404 << 10);
+    let base = ["check-config", "--workers", "1", "--slots", "1", "--max-connections", "1"];
+    let arena_text = format!("{arena}B");
+    let output = cella(&[&base[..], &["--slot-arena", &arena_text]].concat(), &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("= 64GiB (68719476736 bytes)"), "{stdout}");
+    let one_more = format!("{}B", arena + 1);
+    let output = cella(&[&base[..], &["--slot-arena", &one_more]].concat(), &[]);
+    assert_refused(&output, &["the memory plan needs", "more than the 64GiB"]);
 }

@@ -3,7 +3,9 @@
 //! assertions: the shared app's endpoints, malloc past the arena → 500 and the next request
 //! fine, an outbound call through the host, ten thousand requests with zero system allocations
 //! after startup, the `[plugin]` config section reaching `init`; and load errors (missing file,
-//! missing entry symbol, another ABI version) refused with one clear line.
+//! missing entry symbol, another ABI version) refused with one clear line. The C build also
+//! holds the C allocator to its edge cases: blocks malloc'ed in `init` realloc'ed and freed in
+//! handlers, and sizes that overflow.
 //!
 //! Languages: C (gcc), Zig (the `ziglang` PyPI package) and Nim (Debian's `nim`); tests/run.sh
 //! installs the compilers when they are missing.
@@ -185,6 +187,49 @@ fn the_plugin_section_of_the_config_file_reaches_init() {
         let server = serve_plugin(plugin, &["--config", path.to_str().unwrap()]);
         assert_eq!(get(server.addr(), "/greeting").text(), "hello from the config", "{language}");
     }
+}
+
+#[test]
+fn blocks_a_c_plugin_malloced_in_init_are_reallocated_and_freed_by_handlers_without_system_calls() {
+    let mut server = serve_plugin(c_plugin(), &[]);
+    let mut client = Client::connect(server.addr());
+    // 600 blocks from the system allocator, each moved into a request's arena by `realloc` or
+    // given back by `free` in its own request: their contents must come along, and neither may
+    // call the system allocator while the handler runs.
+    for index in 0..600 {
+        let (path, expected) = if index % 2 == 0 {
+            (format!("/foreign/realloc/{index}"), "moved\n")
+        } else {
+            (format!("/foreign/free/{index}"), "freed\n")
+        };
+        let response = client.get(&path);
+        assert_eq!((response.status, response.text().as_str()), (200, expected), "{path}");
+    }
+    assert_eq!(client.get("/foreign/free/0").status, 410, "each block is taken once");
+    assert_eq!(client.get("/alloc/16").text(), "16384", "the server still serves");
+    drop(client);
+    assert_eq!(server.terminate_and_count_system_allocations(), 0);
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains(
+            "handlers freed 600 blocks of the system allocator, released once no handler ran \
+             (0 never released"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn allocation_sizes_that_overflow_give_a_c_plugin_null_with_enomem_in_init_and_in_handlers() {
+    let plugin = build_c("app_c_overflow", &["-DAPP_OVERFLOW_IN_INIT"]);
+    let server = serve_plugin(&plugin, &[]);
+    let mut client = Client::connect(server.addr());
+    for _ in 0..3 {
+        let in_handler = client.get("/overflow");
+        assert_eq!((in_handler.status, in_handler.text().as_str()), (200, "all NULL"));
+    }
+    assert_eq!(client.get("/overflow/init").text(), "all NULL");
+    assert_eq!(client.get("/").status, 200);
 }
 
 fn load_error(plugin: &str) -> String {

@@ -12,11 +12,34 @@
 //! `malloc_usable_size` need it); the block itself stays 16-byte aligned like glibc's.
 //! Limits (docs/c-abi.md): memory a plugin mallocs inside a handler must not outlive the request;
 //! `malloc_trim`, `mallinfo` and `malloc_stats` are not interposed.
+//!
+//! **Sizes.** Every size computation (`calloc`'s and `reallocarray`'s products, `pvalloc`'s page
+//! rounding, the header and alignment added to an arena block) is checked. A size that
+//! overflows, or that exceeds `PTRDIFF_MAX` as glibc refuses, gives NULL with `errno = ENOMEM`,
+//! in a handler and outside one, and leaves a `realloc`ed block as it was. A size that is
+//! representable but larger than what is left of the arena still cancels the request (500), as
+//! a Rust handler's overrun does.
+//!
+//! **Blocks from outside the arena** (a plugin `malloc`ed them in `init`, or in a thread of its
+//! own, from the system allocator) may be `realloc`ed and `free`d inside a handler, and behave
+//! as with the system allocator, without a system allocator call while the handler runs:
+//! - `free` records the block in a fixed table of deferred frees ([`DEFERRED_FREES_MAX`]
+//!   entries, static: no allocation) and returns. The table is emptied, with the next
+//!   allocator's `free`, by [`release_deferred_frees`] (`cella serve` calls it at drain) and by
+//!   any malloc-family call outside a handler on a thread that is not sealed (a plugin's own
+//!   thread). Sealed threads never empty it, so the process makes no system allocator call
+//!   between its ready line and its drain. When the table is full the block is never freed (it
+//!   leaks, and [`deferred_free_counts`] counts it): a `free` while a handler runs must not call
+//!   the system allocator, and nothing else could be done with it.
+//! - `realloc` copies the block's contents (`malloc_usable_size` bytes, read from the next
+//!   allocator, which allocates nothing) into a new arena block and frees the old one as `free`
+//!   above. If the next allocator's `malloc_usable_size` is unknown (before [`resolve_next`]),
+//!   it fails with NULL/`ENOMEM` and leaves the block alone rather than copy too little.
 
 use std::alloc::Layout;
 use std::ffi::c_void;
 use std::ptr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::route::{self, Route};
 
@@ -71,20 +94,29 @@ macro_rules! next {
     }};
 }
 
-/// A block of `size` bytes aligned to `align` (at least 16) from the route's arena, with its
-/// header written. Never returns null: a spent arena cancels the request (or, while
+/// Sets the calling thread's `errno` (malloc(3): failures set `ENOMEM`, bad alignments
+/// `EINVAL`) and returns NULL.
+fn fail(code: i32) -> *mut c_void {
+    // SAFETY: __errno_location(3) returns the calling thread's errno, valid for the thread's life.
+    unsafe { *libc::__errno_location() = code };
+    ptr::null_mut()
+}
+
+/// The layout of an arena block of `size` bytes aligned to `align` (a power of two, at least
+/// [`HEADER`]): the header room comes before the block. `None` when the total overflows or
+/// exceeds `isize::MAX` (`PTRDIFF_MAX`, beyond which glibc refuses too).
+fn block_layout(size: usize, align: usize) -> Option<Layout> {
+    let total = size.checked_add(align)?;
+    Layout::from_size_align(total, align).ok()
+}
+
+/// A block of `size` bytes aligned to `align` (a power of two; at least 16 is used) from the
+/// route's arena, with its header written. NULL with `ENOMEM` when the size is impossible (see
+/// [`block_layout`]); otherwise never NULL: a spent arena cancels the request (or, while
 /// panicking, uses the reserve).
 unsafe fn arena_block(route: &Route, size: usize, align: usize) -> *mut c_void {
     let align = align.max(HEADER);
-    let Some(total) = size.checked_add(align) else {
-        // SAFETY: as in `alloc_routed`: an impossible size spends the arena.
-        return unsafe {
-            route::alloc_routed(route, Layout::from_size_align_unchecked(usize::MAX / 2, 1))
-        }
-        .cast();
-    };
-    // SAFETY: align is a power of two (callers check) and total does not overflow.
-    let layout = unsafe { Layout::from_size_align_unchecked(total, align) };
+    let Some(layout) = block_layout(size, align) else { return fail(libc::ENOMEM) };
     // SAFETY: the route is valid (the caller read it from this thread's state).
     let start = unsafe { route::alloc_routed(route, layout) };
     // SAFETY: `start + align` is inside the block of `size + align` bytes; the header lies in
@@ -108,6 +140,101 @@ fn routed() -> Option<&'static Route> {
     unsafe { route::current().as_ref() }
 }
 
+/// Most blocks of the system allocator whose `free` can wait at once: 8 KiB of static memory.
+/// Past it, a block freed while a handler runs is leaked and counted.
+pub const DEFERRED_FREES_MAX: usize = 1024;
+
+/// Blocks of the next allocator freed (or moved by `realloc`) while a handler ran, waiting for
+/// a thread that may call the system allocator; 0 marks a free entry.
+static DEFERRED_FREES: [AtomicUsize; DEFERRED_FREES_MAX] =
+    [const { AtomicUsize::new(0) }; DEFERRED_FREES_MAX];
+/// Entries of `DEFERRED_FREES` in use: lets the malloc-family calls skip the table when empty.
+static DEFERRED_PENDING: AtomicUsize = AtomicUsize::new(0);
+static DEFERRED_TOTAL: AtomicU64 = AtomicU64::new(0);
+static DEFERRED_LEAKED: AtomicU64 = AtomicU64::new(0);
+
+/// What became of the system-allocator blocks that handlers freed, since the process started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeferredFrees {
+    /// Blocks whose `free` was deferred (each is freed by [`release_deferred_frees`]).
+    pub deferred: u64,
+    /// Blocks never freed because the table of [`DEFERRED_FREES_MAX`] entries was full.
+    pub leaked: u64,
+    /// Blocks deferred and not freed yet.
+    pub pending: usize,
+}
+
+/// Counts of deferred and leaked frees (see the module documentation).
+pub fn deferred_free_counts() -> DeferredFrees {
+    // Relaxed: statistics; a caller that needs them exact reads after the handlers finished.
+    DeferredFrees {
+        deferred: DEFERRED_TOTAL.load(Ordering::Relaxed),
+        leaked: DEFERRED_LEAKED.load(Ordering::Relaxed),
+        pending: DEFERRED_PENDING.load(Ordering::Relaxed),
+    }
+}
+
+/// Records `block` (memory of the next allocator, freed while a handler runs) for a later
+/// `free`. Takes no lock and calls no allocator: a scan of the static table.
+fn defer_free(block: *mut c_void) {
+    let address = block as usize;
+    for entry in &DEFERRED_FREES {
+        // Relaxed: only a hint that the entry is free; the exchange below decides.
+        if entry.load(Ordering::Relaxed) != 0 {
+            continue;
+        }
+        // Release: pairs with the Acquire swap in `release_deferred_frees`, so that every use
+        // of the block by this handler (the copy `realloc` made) happens before its `free`.
+        if entry.compare_exchange(0, address, Ordering::Release, Ordering::Relaxed).is_ok() {
+            // Relaxed (all three): counters; `DEFERRED_PENDING` is only a hint to skip the scan,
+            // and the table entries themselves carry the synchronisation.
+            DEFERRED_PENDING.fetch_add(1, Ordering::Relaxed);
+            DEFERRED_TOTAL.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    DEFERRED_LEAKED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Frees, with the next allocator, every block whose `free` was deferred because a handler ran;
+/// returns how many. Does nothing inside a handler (it would call the system allocator there).
+/// On a sealed thread each `free` counts as a system allocator call, as any other would.
+pub fn release_deferred_frees() -> usize {
+    if routed().is_some() {
+        return 0;
+    }
+    let next = next!(NEXT_FREE, __libc_free, fn(*mut c_void) -> ());
+    let mut released = 0;
+    for entry in &DEFERRED_FREES {
+        // Relaxed: a cheap look first; the swap below takes the entry.
+        if entry.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        // Acquire: pairs with the Release exchange in `defer_free`.
+        let address = entry.swap(0, Ordering::Acquire);
+        if address == 0 {
+            continue; // Another thread released it meanwhile.
+        }
+        DEFERRED_PENDING.fetch_sub(1, Ordering::Relaxed);
+        route::count_system_call();
+        // SAFETY: only `free` and `realloc` record blocks, and only blocks outside every region
+        // that a handler gave up: memory of the next allocator, freed once (the swap took it).
+        unsafe { next(address as *mut c_void) };
+        released += 1;
+    }
+    released
+}
+
+/// Outside handlers, on a thread that is not sealed (startup, shutdown, a plugin's own thread),
+/// a malloc-family call first frees what handlers gave back: the next allocator is being called
+/// anyway.
+fn release_deferred_if_unsealed() {
+    // Relaxed: a hint; a missed entry is released by a later call.
+    if DEFERRED_PENDING.load(Ordering::Relaxed) != 0 && !route::current_thread_is_sealed() {
+        release_deferred_frees();
+    }
+}
+
 /// `malloc(3)`.
 ///
 /// # Safety
@@ -117,16 +244,16 @@ pub unsafe fn malloc(size: usize) -> *mut c_void {
         // SAFETY: route from this thread.
         return unsafe { arena_block(route, size, HEADER) };
     }
+    release_deferred_if_unsealed();
     route::count_system_call();
-    // SAFETY: forwarded.
-    {
-        let next = next!(NEXT_MALLOC, __libc_malloc, fn(usize) -> *mut c_void);
-        // SAFETY: forwarded unchanged to the next allocator.
-        unsafe { next(size) }
-    }
+    let next = next!(NEXT_MALLOC, __libc_malloc, fn(usize) -> *mut c_void);
+    // SAFETY: forwarded unchanged to the next allocator.
+    unsafe { next(size) }
 }
 
-/// `free(3)`.
+/// `free(3)`. Arena memory: the bytes come back only when this was the arena's latest block
+/// (the wipe reclaims the rest). Other memory inside a handler: the `free` is deferred (see the
+/// module documentation); outside one: the next allocator's `free`.
 ///
 /// # Safety
 /// As the C function.
@@ -143,40 +270,41 @@ pub unsafe fn free(block: *mut c_void) {
         }
         return;
     }
-    route::count_system_call();
-    // SAFETY: not arena memory, so it came from the next allocator.
-    {
-        let next = next!(NEXT_FREE, __libc_free, fn(*mut c_void) -> ());
-        // SAFETY: forwarded unchanged to the next allocator.
-        unsafe { next(block) }
+    if routed().is_some() {
+        defer_free(block);
+        return;
     }
+    release_deferred_if_unsealed();
+    route::count_system_call();
+    let next = next!(NEXT_FREE, __libc_free, fn(*mut c_void) -> ());
+    // SAFETY: not arena memory, so it came from the next allocator; forwarded unchanged.
+    unsafe { next(block) }
 }
 
-/// `calloc(3)`.
+/// `calloc(3)`: NULL with `ENOMEM` when `count × size` overflows.
 ///
 /// # Safety
 /// As the C function.
 pub unsafe fn calloc(count: usize, size: usize) -> *mut c_void {
     if let Some(route) = routed() {
-        let Some(bytes) = count.checked_mul(size) else { return ptr::null_mut() };
-        // SAFETY: route from this thread; the block has `bytes` writable bytes (arena memory
-        // may hold earlier data of this request, so it is zeroed here).
-        unsafe {
-            let block = arena_block(route, bytes, HEADER);
-            ptr::write_bytes(block.cast::<u8>(), 0, bytes);
-            return block;
+        let Some(bytes) = count.checked_mul(size) else { return fail(libc::ENOMEM) };
+        // SAFETY: route from this thread.
+        let block = unsafe { arena_block(route, bytes, HEADER) };
+        if !block.is_null() {
+            // SAFETY: the block has `bytes` writable bytes (arena memory may hold earlier data
+            // of this request, so it is zeroed here).
+            unsafe { ptr::write_bytes(block.cast::<u8>(), 0, bytes) };
         }
+        return block;
     }
+    release_deferred_if_unsealed();
     route::count_system_call();
-    // SAFETY: forwarded.
-    {
-        let next = next!(NEXT_CALLOC, __libc_calloc, fn(usize, usize) -> *mut c_void);
-        // SAFETY: forwarded unchanged to the next allocator.
-        unsafe { next(count, size) }
-    }
+    let next = next!(NEXT_CALLOC, __libc_calloc, fn(usize, usize) -> *mut c_void);
+    // SAFETY: forwarded unchanged to the next allocator (which checks the product itself).
+    unsafe { next(count, size) }
 }
 
-/// `realloc(3)`.
+/// `realloc(3)`. See the module documentation for blocks from outside the arena.
 ///
 /// # Safety
 /// As the C function.
@@ -186,47 +314,82 @@ pub unsafe fn realloc(block: *mut c_void, size: usize) -> *mut c_void {
         return unsafe { malloc(size) };
     }
     let in_region = route::in_any_region(block as usize);
-    let route = routed();
-    if !in_region && route.is_none() {
-        route::count_system_call();
-        // SAFETY: forwarded.
-        return {
+    let Some(route) = routed() else {
+        if !in_region {
+            release_deferred_if_unsealed();
+            route::count_system_call();
             let next = next!(NEXT_REALLOC, __libc_realloc, fn(*mut c_void, usize) -> *mut c_void);
-            // SAFETY: forwarded unchanged to the next allocator.
-            unsafe { next(block, size) }
-        };
+            // SAFETY: memory of the next allocator, forwarded unchanged.
+            return unsafe { next(block, size) };
+        }
+        // Arena memory outside its handler: move it to the system allocator.
+        // SAFETY: arena memory handed to C comes from `arena_block`; as the C functions.
+        return unsafe { move_block(block, block_size(block), size, malloc(size)) };
+    };
+    if block_layout(size, HEADER).is_none() {
+        return fail(libc::ENOMEM); // The block is left as it was, as realloc(3) says.
     }
     let old_size = if in_region {
         // SAFETY: arena memory handed to C comes from `arena_block`.
-        unsafe { block_size(block) }
-    } else {
-        // SAFETY: memory of the next allocator: its usable size is at least what was asked.
-        {
-            let next =
-                next!(NEXT_USABLE_SIZE, malloc_usable_size_fallback, fn(*mut c_void) -> usize);
-            // SAFETY: forwarded unchanged to the next allocator.
-            unsafe { next(block) }
-        }
-    };
-    if let (true, Some(route)) = (in_region, route) {
+        let old_size = unsafe { block_size(block) };
         // SAFETY: the route's arena is valid while entered.
         let arena = unsafe { &*route.arena };
-        let start = block.cast::<u8>().wrapping_sub(HEADER);
-        if arena.try_resize_in_place(start, size.saturating_add(HEADER)) {
+        // `size + HEADER` does not overflow: `block_layout` checked it.
+        if arena.try_resize_in_place(block.cast::<u8>().wrapping_sub(HEADER), size + HEADER) {
             // SAFETY: the block is ours and now holds `size` bytes.
             unsafe { block.cast::<u8>().sub(HEADER).cast::<usize>().write(size) };
             return block;
         }
-    }
-    // SAFETY: as the C functions; the two blocks are distinct and hold at least the bytes
-    // copied.
+        old_size
+    } else {
+        // Acquire: pairs with the Release store in `resolve_next`.
+        if NEXT_USABLE_SIZE.load(Ordering::Acquire) == 0 {
+            return fail(libc::ENOMEM); // Unknown size: refuse rather than copy too little.
+        }
+        let next = next!(NEXT_USABLE_SIZE, malloc_usable_size_fallback, fn(*mut c_void) -> usize);
+        // SAFETY: memory of the next allocator: its usable size, which it computes without
+        // allocating, is at least what was asked and all of it is readable.
+        unsafe { next(block) }
+    };
+    // SAFETY: route from this thread; then as `move_block` requires (the new block is fresh).
     unsafe {
-        let moved = malloc(size);
-        if !moved.is_null() {
+        let moved = arena_block(route, size, HEADER);
+        move_block(block, old_size, size, moved)
+    }
+}
+
+/// Copies `min(old_size, size)` bytes of `block` to `moved` and frees `block` (deferred when it
+/// is the next allocator's and a handler runs); when `moved` is NULL, leaves `block` alone.
+///
+/// # Safety
+/// `block` holds `old_size` readable bytes and may be freed; `moved` is NULL or a fresh block of
+/// at least `size` bytes.
+unsafe fn move_block(
+    block: *mut c_void,
+    old_size: usize,
+    size: usize,
+    moved: *mut c_void,
+) -> *mut c_void {
+    if !moved.is_null() {
+        // SAFETY: the two blocks are distinct (`moved` is fresh) and hold at least the bytes
+        // copied; `free` as the C function.
+        unsafe {
             ptr::copy_nonoverlapping(block.cast::<u8>(), moved.cast::<u8>(), old_size.min(size));
             free(block);
         }
-        moved
+    }
+    moved
+}
+
+/// `reallocarray(3)`: NULL with `ENOMEM`, the block left alone, when `count × size` overflows.
+///
+/// # Safety
+/// As the C function.
+pub unsafe fn reallocarray(block: *mut c_void, count: usize, size: usize) -> *mut c_void {
+    match count.checked_mul(size) {
+        // SAFETY: as the C function.
+        Some(bytes) => unsafe { realloc(block, bytes) },
+        None => fail(libc::ENOMEM),
     }
 }
 
@@ -234,28 +397,50 @@ unsafe extern "C" fn malloc_usable_size_fallback(_block: *mut c_void) -> usize {
     0
 }
 
-/// `memalign(3)`, `aligned_alloc(3)` and, with error codes, `posix_memalign(3)`.
+/// `memalign(3)` and `aligned_alloc(3)`: NULL with `EINVAL` when `align` is not a power of two,
+/// with `ENOMEM` when the size is impossible.
 ///
 /// # Safety
 /// As the C function.
 pub unsafe fn memalign(align: usize, size: usize) -> *mut c_void {
     if !align.is_power_of_two() {
-        return ptr::null_mut();
+        return fail(libc::EINVAL);
     }
     if let Some(route) = routed() {
         // SAFETY: route from this thread; `align` is a power of two.
         return unsafe { arena_block(route, size, align) };
     }
+    release_deferred_if_unsealed();
     route::count_system_call();
-    // SAFETY: forwarded.
-    {
-        let next = next!(NEXT_MEMALIGN, __libc_memalign, fn(usize, usize) -> *mut c_void);
-        // SAFETY: forwarded unchanged to the next allocator.
-        unsafe { next(align, size) }
+    let next = next!(NEXT_MEMALIGN, __libc_memalign, fn(usize, usize) -> *mut c_void);
+    // SAFETY: forwarded unchanged to the next allocator.
+    unsafe { next(align, size) }
+}
+
+/// `valloc(3)`: page-aligned.
+///
+/// # Safety
+/// As the C function.
+pub unsafe fn valloc(size: usize) -> *mut c_void {
+    // SAFETY: as the C function.
+    unsafe { memalign(crate::page_size(), size) }
+}
+
+/// `pvalloc(3)`: page-aligned, the size rounded up to whole pages (at least one); NULL with
+/// `ENOMEM` when the rounding overflows.
+///
+/// # Safety
+/// As the C function.
+pub unsafe fn pvalloc(size: usize) -> *mut c_void {
+    let page = crate::page_size();
+    match size.div_ceil(page).max(1).checked_mul(page) {
+        // SAFETY: as the C function.
+        Some(rounded) => unsafe { memalign(page, rounded) },
+        None => fail(libc::ENOMEM),
     }
 }
 
-/// `posix_memalign(3)`.
+/// `posix_memalign(3)`: `EINVAL` or `ENOMEM` returned, `errno` left as it was.
 ///
 /// # Safety
 /// As the C function.
@@ -263,9 +448,13 @@ pub unsafe fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -
     if out.is_null() || !align.is_power_of_two() || align % size_of::<*mut c_void>() != 0 {
         return libc::EINVAL;
     }
+    // SAFETY: __errno_location(3) is the calling thread's errno.
+    let errno = unsafe { *libc::__errno_location() };
     // SAFETY: as the C function.
     let block = unsafe { memalign(align, size) };
     if block.is_null() {
+        // SAFETY: as above; posix_memalign(3) reports through its result, not errno.
+        unsafe { *libc::__errno_location() = errno };
         return libc::ENOMEM;
     }
     // SAFETY: `out` is non-null and writable (C contract).
@@ -285,12 +474,9 @@ pub unsafe fn malloc_usable_size(block: *mut c_void) -> usize {
         // SAFETY: arena memory handed to C comes from `arena_block`.
         return unsafe { block_size(block) };
     }
-    // SAFETY: forwarded.
-    {
-        let next = next!(NEXT_USABLE_SIZE, malloc_usable_size_fallback, fn(*mut c_void) -> usize);
-        // SAFETY: forwarded unchanged to the next allocator.
-        unsafe { next(block) }
-    }
+    let next = next!(NEXT_USABLE_SIZE, malloc_usable_size_fallback, fn(*mut c_void) -> usize);
+    // SAFETY: forwarded unchanged to the next allocator.
+    unsafe { next(block) }
 }
 
 /// Defines the C allocator symbols in the calling binary, routed as this module describes.
@@ -324,10 +510,7 @@ macro_rules! export_c_allocator {
                 count: usize,
                 size: usize,
             ) -> *mut c_void {
-                match count.checked_mul(size) {
-                    Some(bytes) => unsafe { cmalloc::realloc(block, bytes) },
-                    None => std::ptr::null_mut(),
-                }
+                unsafe { cmalloc::reallocarray(block, count, size) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
@@ -347,12 +530,11 @@ macro_rules! export_c_allocator {
             }
             #[no_mangle]
             pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
-                unsafe { cmalloc::memalign($crate::page_size(), size) }
+                unsafe { cmalloc::valloc(size) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
-                let page = $crate::page_size();
-                unsafe { cmalloc::memalign(page, size.div_ceil(page).max(1) * page) }
+                unsafe { cmalloc::pvalloc(size) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn malloc_usable_size(block: *mut c_void) -> usize {
@@ -360,4 +542,192 @@ macro_rules! export_c_allocator {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use cella_shared::{Config, MemoryPlan};
+
+    use super::*;
+    use crate::{Arena, Region, RegionOptions};
+
+    /// The deferred-free table is one per process: the tests that fill or empty it take turns.
+    static DEFERRED_TABLE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn deferred_table() -> std::sync::MutexGuard<'static, ()> {
+        DEFERRED_TABLE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    unsafe fn spent(_: Layout) -> ! {
+        // These tests never spend the arena; an attempt (the old overflow path did) aborts.
+        std::process::abort()
+    }
+
+    fn errno() -> i32 {
+        // SAFETY: __errno_location(3) is the calling thread's errno.
+        unsafe { *libc::__errno_location() }
+    }
+
+    fn set_errno(code: i32) {
+        // SAFETY: as in `errno`.
+        unsafe { *libc::__errno_location() = code };
+    }
+
+    fn is_deferred(block: *mut c_void) -> bool {
+        DEFERRED_FREES.iter().any(|entry| entry.load(Ordering::Acquire) == block as usize)
+    }
+
+    /// Leaves the route and unseals the thread even when an assertion fails inside.
+    struct Handler;
+
+    impl Drop for Handler {
+        fn drop(&mut self) {
+            route::leave();
+            route::unseal_current_thread();
+        }
+    }
+
+    /// Runs `f` as a handler would: this thread sealed and routed to the arena of a fresh
+    /// one-slot region. Returns the system allocator calls `f` made (none is allowed).
+    fn in_handler(f: impl FnOnce(&Arena)) -> u64 {
+        resolve_next();
+        let mut config = Config::default();
+        config.slots = 1;
+        config.connections_max = 1;
+        let plan = MemoryPlan::new(&config, 1, crate::page_size() as u64).unwrap();
+        let mut region = Region::map(&plan, RegionOptions::default()).unwrap();
+        let worker = region.carve().remove(0);
+        let arena = &worker.slots[0].1;
+        let route = Route {
+            arena,
+            reserve: &worker.panic_reserve,
+            on_exhausted: spent,
+            fail_countdown: Cell::new(0),
+        };
+        let before = route::sealed_system_calls();
+        route::seal_current_thread();
+        // SAFETY: `route` and its arenas outlive the `leave` in `Handler::drop` below.
+        unsafe { route::enter(&route) };
+        let handler = Handler;
+        f(arena);
+        drop(handler);
+        route::sealed_system_calls() - before
+    }
+
+    #[test]
+    fn pvalloc_whose_page_rounding_overflows_returns_null_with_enomem() {
+        // SAFETY (all below): C allocator functions called as C would call them, and reads and
+        // writes only within the bytes a non-NULL block holds.
+        set_errno(0);
+        assert!(unsafe { pvalloc(usize::MAX - 100) }.is_null(), "outside a handler");
+        assert_eq!(errno(), libc::ENOMEM);
+        let calls = in_handler(|_| {
+            set_errno(0);
+            assert!(unsafe { pvalloc(usize::MAX - 100) }.is_null(), "inside a handler");
+            assert_eq!(errno(), libc::ENOMEM);
+            let page = crate::page_size();
+            let block = unsafe { pvalloc(1) };
+            assert_eq!((block as usize % page, unsafe { malloc_usable_size(block) }), (0, page));
+        });
+        assert_eq!(calls, 0);
+    }
+
+    #[test]
+    fn calloc_and_reallocarray_whose_product_overflows_return_null_with_enomem() {
+        let calls = in_handler(|_| {
+            // SAFETY (all below): C allocator functions called as C would call them, and reads and
+            // writes only within the bytes a non-NULL block holds.
+            set_errno(0);
+            assert!(unsafe { calloc(usize::MAX / 2, 3) }.is_null());
+            assert_eq!(errno(), libc::ENOMEM);
+            let block = unsafe { malloc(8) }.cast::<u8>();
+            unsafe { block.write(42) };
+            set_errno(0);
+            assert!(unsafe { reallocarray(block.cast(), 1 << 33, 1 << 31) }.is_null());
+            assert_eq!(errno(), libc::ENOMEM);
+            assert_eq!(unsafe { block.read() }, 42, "the block is left as it was");
+        });
+        assert_eq!(calls, 0);
+        // SAFETY: as above; glibc checks the product itself outside handlers.
+        assert!(unsafe { calloc(usize::MAX / 2, 3) }.is_null());
+    }
+
+    #[test]
+    fn sizes_past_ptrdiff_max_return_null_in_a_handler_instead_of_cancelling_it() {
+        let calls = in_handler(|arena| {
+            let used = arena.used_bytes();
+            // SAFETY (all below): C allocator functions called as C would call them, and reads and
+            // writes only within the bytes a non-NULL block holds.
+            for (what, block) in [
+                ("malloc(SIZE_MAX)", unsafe { malloc(usize::MAX) }),
+                ("malloc(PTRDIFF_MAX)", unsafe { malloc(isize::MAX as usize) }),
+                ("memalign", unsafe { memalign(4096, usize::MAX - 100) }),
+                ("memalign with a 2^63 alignment", unsafe { memalign(1 << 63, 1) }),
+                ("valloc", unsafe { valloc(usize::MAX) }),
+                ("pvalloc", unsafe { pvalloc(usize::MAX - 4096) }),
+            ] {
+                assert!(block.is_null(), "{what}");
+                assert_eq!(errno(), libc::ENOMEM, "{what}");
+            }
+            set_errno(libc::EINTR);
+            let mut out = ptr::null_mut();
+            assert_eq!(unsafe { posix_memalign(&mut out, 64, usize::MAX - 10) }, libc::ENOMEM);
+            assert_eq!((out, errno()), (ptr::null_mut(), libc::EINTR), "errno is left alone");
+            assert!(unsafe { memalign(48, 16) }.is_null(), "not a power of two");
+            assert_eq!(errno(), libc::EINVAL);
+            assert_eq!(arena.used_bytes(), used, "nothing was taken from the arena");
+            let block = unsafe { malloc(16) }.cast::<u8>();
+            unsafe { block.write(7) };
+            assert!(unsafe { realloc(block.cast(), usize::MAX) }.is_null());
+            assert!(unsafe { realloc(block.cast(), isize::MAX as usize - 8) }.is_null());
+            assert_eq!(unsafe { (block.read(), malloc_usable_size(block.cast())) }, (7, 16));
+        });
+        assert_eq!(calls, 0);
+    }
+
+    #[test]
+    fn a_system_block_realloced_in_a_handler_is_copied_into_the_arena_and_freed_after_it() {
+        let _turn = deferred_table();
+        // SAFETY (all below): C allocator functions called as C would call them; the
+        // block is written within the 100 bytes asked for.
+        let block = unsafe { malloc(100) }.cast::<u8>();
+        unsafe { ptr::write_bytes(block, 0x5a, 100) };
+        let mut moved = ptr::null_mut::<u8>();
+        let calls = in_handler(|arena| {
+            moved = unsafe { realloc(block.cast(), 4096) }.cast();
+            assert!(arena.contains(moved), "the new block is the request's");
+            let copied = unsafe { std::slice::from_raw_parts(moved, 100) };
+            assert!(copied.iter().all(|&b| b == 0x5a), "the contents moved with it");
+            assert!(is_deferred(block.cast()), "the old block waits for its free");
+            assert_eq!(unsafe { malloc_usable_size(moved.cast()) }, 4096);
+        });
+        assert_eq!(calls, 0, "no system allocator call while the handler ran");
+        release_deferred_frees();
+        assert!(!is_deferred(block.cast()), "freed once the handler is over");
+    }
+
+    #[test]
+    fn a_system_block_freed_in_a_handler_is_freed_after_it() {
+        let _turn = deferred_table();
+        // SAFETY (all below): C allocator functions called as C would call them, and reads and
+        // writes only within the bytes a non-NULL block holds.
+        let blocks: Vec<*mut c_void> = (0..8).map(|_| unsafe { malloc(32) }).collect();
+        let deferred_before = deferred_free_counts().deferred;
+        let calls = in_handler(|_| {
+            for &block in &blocks {
+                unsafe { free(block) };
+                assert!(is_deferred(block));
+            }
+            assert_eq!(release_deferred_frees(), 0, "never inside a handler");
+            assert!(blocks.iter().all(|&block| is_deferred(block)));
+        });
+        assert_eq!(calls, 0, "no system allocator call while the handler ran");
+        assert!(deferred_free_counts().deferred >= deferred_before + 8);
+        // Any malloc-family call on an unsealed thread outside a handler frees them.
+        // SAFETY: as above.
+        unsafe { free(malloc(1)) };
+        assert!(blocks.iter().all(|&block| !is_deferred(block)));
+    }
 }

@@ -237,9 +237,12 @@ struct Carver {
 impl Carver {
     fn take(&mut self, bytes: u64) -> Span {
         let len = usize::try_from(bytes).expect("the plan fits in the address space");
-        assert!(self.next + len <= self.end, "the plan's total covers every span");
+        // Checked: a plan whose parts do not add up to its total is a programmer error (plans
+        // come from `MemoryPlan::new`, which checks every sum), never a wrapped address.
+        let next = self.next.checked_add(len).filter(|&next| next <= self.end);
+        let next = next.expect("the plan's total covers every span");
         let span = Span::new(self.next as *mut u8, len);
-        self.next += len;
+        self.next = next;
         span
     }
 }
@@ -256,7 +259,7 @@ mod tests {
         config.slot_arena_size = cella_shared::config::Size(64 << 10);
         config.request_body_size_max = cella_shared::config::Size(16 << 10);
         config.validate(sys::page_size() as u64).unwrap();
-        MemoryPlan::new(&config, 2, sys::page_size() as u64)
+        MemoryPlan::new(&config, 2, sys::page_size() as u64).expect("a small plan")
     }
 
     #[test]
@@ -339,7 +342,7 @@ mod carve_tests {
         let mut config = cella_shared::Config::default();
         config.slots = 1;
         config.connections_max = 1;
-        let plan = MemoryPlan::new(&config, 1, crate::sys::page_size() as u64);
+        let plan = MemoryPlan::new(&config, 1, crate::sys::page_size() as u64).unwrap();
         let mut region = Region::map(&plan, RegionOptions::default()).unwrap();
         let _first = region.carve();
         let _second = region.carve();

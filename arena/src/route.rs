@@ -78,6 +78,12 @@ pub fn unseal_current_thread() {
     SEALED.with(|sealed| sealed.set(false));
 }
 
+/// Whether this thread is sealed (see [`seal_current_thread`]).
+#[inline]
+pub(crate) fn current_thread_is_sealed() -> bool {
+    SEALED.with(Cell::get)
+}
+
 /// System allocator calls made by sealed threads since the process started.
 pub fn sealed_system_calls() -> u64 {
     // Relaxed: a statistic read after the threads that wrote it were joined or synchronised.

@@ -11,7 +11,7 @@ fn main() {
     config.slots = 1;
     config.connections_max = 1;
     config.slot_arena_size = Size(1 << 20);
-    let plan = MemoryPlan::new(&config, 1, cella_arena::page_size() as u64);
+    let plan = MemoryPlan::new(&config, 1, cella_arena::page_size() as u64).expect("plan fits");
     let mut region = Region::map(&plan, RegionOptions { prefault: true, ..Default::default() })
         .expect("region maps");
     let (_, mut arena) = region.carve().remove(0).slots.remove(0);

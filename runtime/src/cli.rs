@@ -207,9 +207,27 @@ fn serve(config: Config, handler: impl Handler) -> ExitCode {
     }
     cella_arena::unseal_current_thread();
     let calls = cella_arena::sealed_system_calls();
+    report_deferred_frees();
     let high_water = server.stats().arena_high_water_bytes;
     drop(server);
     eprintln!("cella: the fullest arena held {high_water} bytes");
     eprintln!("cella: drained; system allocator calls after startup: {calls}");
     ExitCode::SUCCESS
+}
+
+/// Frees the system-allocator blocks that plugin handlers freed while they ran (their `free` was
+/// deferred: no system allocator call while a handler runs; see `cella_arena::cmalloc`), and
+/// says how many there were, when there were any.
+fn report_deferred_frees() {
+    cella_arena::cmalloc::release_deferred_frees();
+    let counts = cella_arena::cmalloc::deferred_free_counts();
+    if counts.deferred + counts.leaked > 0 {
+        eprintln!(
+            "cella: handlers freed {} blocks of the system allocator, released once no handler \
+             ran ({} never released: the table of {} deferred frees was full)",
+            counts.deferred + counts.leaked,
+            counts.leaked,
+            cella_arena::cmalloc::DEFERRED_FREES_MAX
+        );
+    }
 }

@@ -28,6 +28,7 @@ mod handler;
 pub mod http;
 pub mod net;
 mod panic_hook;
+mod pool;
 mod router;
 mod server;
 mod slot_request;

@@ -99,8 +99,11 @@ impl Server {
         let ready = Arc::new(Barrier::new(plan.workers + 1));
         let setup_error = Arc::new(Mutex::new(None));
         let mut threads = Vec::with_capacity(plan.workers);
-        for (index, (memory, listener)) in region.carve().into_iter().zip(listeners).enumerate() {
+        let mut memories = region.carve();
+        let slots = worker::slot_table(&mut memories, &settings);
+        for (index, (memory, listener)) in memories.into_iter().zip(listeners).enumerate() {
             let setup = WorkerSetup {
+                slots: slots.clone(),
                 index,
                 memory,
                 listener,

@@ -301,6 +301,26 @@ impl Config {
                 limits::CONNECTIONS_MAX
             ));
         }
+        // Each size of the plan alone must fit in the largest region: this names the key at
+        // fault, and bounds the plan's arithmetic (which is checked as well) far from overflow.
+        for (key, size) in [
+            ("slot_stack_size", self.slot_stack_size),
+            ("slot_arena_size", self.slot_arena_size),
+            ("connection_read_buffer_size", self.connection_read_buffer_size),
+            ("connection_write_buffer_size", self.connection_write_buffer_size),
+            ("panic_reserve_size", self.panic_reserve_size),
+        ] {
+            if size.0 > limits::REGION_SIZE_MAX {
+                return Err(ConfigError::BadValue {
+                    key: key.to_string(),
+                    message: format!(
+                        "{} is more than the {} region cella maps at most",
+                        format_size(size.0),
+                        format_size(limits::REGION_SIZE_MAX)
+                    ),
+                });
+            }
+        }
         if self.slot_stack_size.0 < limits::SLOT_STACK_SIZE_MIN {
             return fail(format!(
                 "slot_stack_size must be at least {}",
@@ -344,7 +364,8 @@ impl Config {
         if self.slot_sockets_max > limits::SLOT_SOCKETS_MAX {
             return fail(format!("slot_sockets_max must be at most {}", limits::SLOT_SOCKETS_MAX));
         }
-        let plan = MemoryPlan::new(self, workers, page_size);
+        let plan = MemoryPlan::new(self, workers, page_size)
+            .map_err(|overflow| ConfigError::Invalid(format!("the memory plan: {overflow}")))?;
         if plan.total_bytes > limits::REGION_SIZE_MAX {
             return fail(format!(
                 "the memory plan needs {}, more than the {} cella maps at most",
@@ -419,6 +440,65 @@ mod tests {
     }
 
     #[test]
+    fn a_size_whose_page_rounding_would_wrap_is_refused_naming_its_key() {
+        let mut config = Config::default();
+        config.set("slot_stack_size", "18446744073709551615B", "a flag").unwrap();
+        let error = config.validate(4096).unwrap_err();
+        assert!(matches!(error, ConfigError::BadValue { ref key, .. } if key == "slot_stack_size"));
+        assert_eq!(
+            error.to_string(),
+            "config key `slot_stack_size`: 18446744073709551615B is more than the 64GiB region \
+             cella maps at most"
+        );
+    }
+
+    #[test]
+    fn slots_times_an_arena_that_would_wrap_is_refused() {
+        // 2^16 × (2^48 + 256KiB + a page) wraps to 16GiB + 256MiB: under the 64GiB limit.
+        let mut config = Config::default();
+        config.slots = limits::SLOTS_MAX;
+        config.slot_arena_size = Size(1 << 48);
+        let error = config.validate(4096).unwrap_err();
+        assert!(error.to_string().contains("slot_arena_size"), "{error}");
+    }
+
+    #[test]
+    fn every_size_of_the_plan_is_capped_at_the_region_limit() {
+        for key in [
+            "slot_stack_size",
+            "slot_arena_size",
+            "connection_read_buffer_size",
+            "connection_write_buffer_size",
+            "panic_reserve_size",
+        ] {
+            let mut config = Config::default();
+            config.set(key, "65GiB", "a flag").unwrap();
+            let error = config.validate(4096).unwrap_err();
+            assert!(
+                error.to_string().starts_with(&format!("config key `{key}`: 65GiB")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_plan_of_exactly_the_region_limit_is_accepted_and_one_page_more_is_not() {
+        let mut config = Config::default();
+        config.workers = 1;
+        config.slots = 1;
+        config.connections_max = 1;
+        // One worker (64KiB signal stack + 64KiB reserve), one connection (8KiB + 8KiB), one
+        // slot (4KiB guard + 256KiB stack + arena) = 64GiB.
+        let arena = limits::REGION_SIZE_MAX - (128 << 10) - (16 << 10) - (260 << 10);
+        config.slot_arena_size = Size(arena);
+        let plan = config.validate(4096).expect("exactly the limit is valid");
+        assert_eq!(plan.total_bytes, limits::REGION_SIZE_MAX);
+        config.slot_arena_size = Size(arena + 1);
+        let error = config.validate(4096).unwrap_err();
+        assert!(error.to_string().contains("the memory plan needs"), "{error}");
+    }
+
+    #[test]
     fn every_key_has_a_default_and_a_doc() {
         let config = Config::default();
         assert_eq!(Config::KEYS.len(), config.entries().len());
@@ -457,7 +537,10 @@ pub fn reference_markdown() -> String {
          variable `CELLA_<KEY>` (upper case), or with a flag (`--set key=value`, or the named flags\n\
          `--listen`, `--workers`, `--slots`, `--slot-arena`, `--slot-stack`, `--max-connections`).\n\
          Precedence: flag > environment > file > default. Unknown keys are errors in every source.\n\
-         Sizes take binary units: `B`, `KiB`, `MiB`, `GiB`.\n\n\
+         Sizes take binary units: `B`, `KiB`, `MiB`, `GiB`. No size of the memory plan (stack,\n\
+         arena, buffers, panic reserve) may exceed the 64GiB cella maps at most, and every sum\n\
+         and product of the plan is checked: a plan that would overflow is refused, naming the\n\
+         keys involved.\n\n\
          | key | default | meaning |\n| --- | --- | --- |\n",
     );
     for key in Config::KEYS {

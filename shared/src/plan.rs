@@ -28,55 +28,133 @@ pub struct MemoryPlan {
     pub total_bytes: u64,
 }
 
-/// Rounds `value` up to a multiple of `align` (a power of two).
-pub const fn align_up(value: u64, align: u64) -> u64 {
-    (value + align - 1) & !(align - 1)
+/// A size in the plan that does not fit in 64 bits. A configuration that asks for this much
+/// memory is a mistake, and computing it with wrapping arithmetic would print (and map) a plan
+/// far smaller than the one asked for, so every sum, product and page rounding is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanOverflow {
+    /// The configuration keys whose values overflowed, as the user writes them.
+    pub keys: &'static str,
+    /// What was being computed, with the values involved.
+    pub detail: String,
+}
+
+impl fmt::Display for PlanOverflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} overflows 64-bit arithmetic", self.keys, self.detail)
+    }
+}
+
+impl std::error::Error for PlanOverflow {}
+
+/// Rounds `value` up to a multiple of `align` (a power of two); `None` when the result does not
+/// fit in a `u64`.
+pub const fn align_up(value: u64, align: u64) -> Option<u64> {
+    match value.checked_add(align - 1) {
+        Some(sum) => Some(sum & !(align - 1)),
+        None => None,
+    }
+}
+
+/// `count × bytes`, or the overflow naming `keys`.
+fn times(count: usize, bytes: u64, keys: &'static str) -> Result<u64, PlanOverflow> {
+    u64::try_from(count)
+        .ok()
+        .and_then(|count| count.checked_mul(bytes))
+        .ok_or_else(|| PlanOverflow { keys, detail: format!("{count} × {bytes} bytes") })
+}
+
+/// The sum of `parts`, or the overflow naming `keys`.
+fn sum(parts: &[u64], keys: &'static str) -> Result<u64, PlanOverflow> {
+    parts.iter().try_fold(0u64, |total, &part| total.checked_add(part)).ok_or_else(|| {
+        let parts: Vec<String> = parts.iter().map(u64::to_string).collect();
+        PlanOverflow { keys, detail: format!("{} bytes", parts.join(" + ")) }
+    })
 }
 
 impl MemoryPlan {
-    pub fn new(config: &Config, workers: usize, page_size: u64) -> MemoryPlan {
+    /// The plan for `config` run by `workers` workers on pages of `page_size` bytes. Every size
+    /// is rounded up to whole pages; any rounding, sum or product that would overflow is an
+    /// error naming the keys involved (never a wrapped, smaller plan).
+    pub fn new(
+        config: &Config,
+        workers: usize,
+        page_size: u64,
+    ) -> Result<MemoryPlan, PlanOverflow> {
         assert!(page_size.is_power_of_two(), "page size is a power of two");
-        let page = |bytes: u64| align_up(bytes, page_size);
+        let page = |keys: &'static str, bytes: u64| {
+            align_up(bytes, page_size).ok_or_else(|| PlanOverflow {
+                keys,
+                detail: format!("{} rounded up to whole pages", format_size(bytes)),
+            })
+        };
         let mut plan = MemoryPlan {
             page_size,
             workers,
             slots: config.slots,
             guard_size: page_size,
-            slot_stack_size: page(config.slot_stack_size.0),
-            slot_arena_size: page(config.slot_arena_size.0),
+            slot_stack_size: page("slot_stack_size", config.slot_stack_size.0)?,
+            slot_arena_size: page("slot_arena_size", config.slot_arena_size.0)?,
             connections: config.connections_max,
-            read_buffer_size: page(config.connection_read_buffer_size.0),
-            write_buffer_size: page(config.connection_write_buffer_size.0),
-            signal_stack_size: page(limits::SIGNAL_STACK_SIZE),
-            panic_reserve_size: page(config.panic_reserve_size.0),
+            read_buffer_size: page(
+                "connection_read_buffer_size",
+                config.connection_read_buffer_size.0,
+            )?,
+            write_buffer_size: page(
+                "connection_write_buffer_size",
+                config.connection_write_buffer_size.0,
+            )?,
+            signal_stack_size: page("the signal stack", limits::SIGNAL_STACK_SIZE)?,
+            panic_reserve_size: page("panic_reserve_size", config.panic_reserve_size.0)?,
             total_bytes: 0,
         };
-        plan.total_bytes = plan.workers_bytes() + plan.slots_bytes() + plan.connections_bytes();
-        plan
+        plan.total_bytes = plan.checked_total()?;
+        Ok(plan)
     }
 
-    pub fn slot_bytes(&self) -> u64 {
-        self.guard_size + self.slot_stack_size + self.slot_arena_size
+    /// The region's size computed from its parts, every step checked.
+    fn checked_total(&self) -> Result<u64, PlanOverflow> {
+        sum(
+            &[self.workers_bytes()?, self.slots_bytes()?, self.connections_bytes()?],
+            "the memory plan (workers, slots and connections together)",
+        )
     }
 
-    pub fn slots_bytes(&self) -> u64 {
-        self.slots as u64 * self.slot_bytes()
+    /// One slot: guard page, stack and arena.
+    pub fn slot_bytes(&self) -> Result<u64, PlanOverflow> {
+        sum(
+            &[self.guard_size, self.slot_stack_size, self.slot_arena_size],
+            "slot_stack_size + slot_arena_size",
+        )
     }
 
-    pub fn connection_bytes(&self) -> u64 {
-        self.read_buffer_size + self.write_buffer_size
+    pub fn slots_bytes(&self) -> Result<u64, PlanOverflow> {
+        times(self.slots, self.slot_bytes()?, "slots × (slot_stack_size + slot_arena_size)")
     }
 
-    pub fn connections_bytes(&self) -> u64 {
-        self.connections as u64 * self.connection_bytes()
+    /// One connection: its read and write buffers.
+    pub fn connection_bytes(&self) -> Result<u64, PlanOverflow> {
+        sum(
+            &[self.read_buffer_size, self.write_buffer_size],
+            "connection_read_buffer_size + connection_write_buffer_size",
+        )
     }
 
-    pub fn worker_bytes(&self) -> u64 {
-        self.signal_stack_size + self.panic_reserve_size
+    pub fn connections_bytes(&self) -> Result<u64, PlanOverflow> {
+        times(
+            self.connections,
+            self.connection_bytes()?,
+            "connections_max × (connection_read_buffer_size + connection_write_buffer_size)",
+        )
     }
 
-    pub fn workers_bytes(&self) -> u64 {
-        self.workers as u64 * self.worker_bytes()
+    /// One worker: its signal stack and panic reserve.
+    pub fn worker_bytes(&self) -> Result<u64, PlanOverflow> {
+        sum(&[self.signal_stack_size, self.panic_reserve_size], "panic_reserve_size")
+    }
+
+    pub fn workers_bytes(&self) -> Result<u64, PlanOverflow> {
+        times(self.workers, self.worker_bytes()?, "workers × panic_reserve_size")
     }
 
     /// How many of `total` items worker `worker_index` gets: an even share, the remainder going
@@ -111,18 +189,86 @@ impl fmt::Display for MemoryPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Size;
 
     #[test]
     fn total_is_the_sum_of_its_parts() {
         let mut config = Config::default();
         config.slots = 4;
         config.connections_max = 10;
-        let plan = MemoryPlan::new(&config, 2, 4096);
+        let plan = MemoryPlan::new(&config, 2, 4096).unwrap();
         let expected = 4 * (4096 + (256 << 10) + (1 << 20))
             + 10 * (8192 + 8192)
             + 2 * ((64 << 10) + (64 << 10));
         assert_eq!(plan.total_bytes, expected);
         assert!(plan.to_string().contains("4 slots"));
+    }
+
+    #[test]
+    fn page_rounding_that_would_wrap_is_an_overflow_naming_the_key() {
+        let mut config = Config::default();
+        config.slot_stack_size = Size(u64::MAX);
+        let error = MemoryPlan::new(&config, 1, 4096).unwrap_err();
+        assert_eq!(error.keys, "slot_stack_size");
+        assert!(error.to_string().contains("rounded up to whole pages"), "{error}");
+        config.slot_stack_size = Size(u64::MAX - 4095); // already whole pages: no rounding
+        let error = MemoryPlan::new(&config, 1, 4096).unwrap_err();
+        assert_eq!(error.keys, "slot_stack_size + slot_arena_size", "the slot's sum overflows");
+    }
+
+    #[test]
+    fn every_size_key_is_rounded_with_a_check() {
+        let setters: [(&str, fn(&mut Config)); 5] = [
+            ("slot_stack_size", |c| c.slot_stack_size = Size(u64::MAX)),
+            ("slot_arena_size", |c| c.slot_arena_size = Size(u64::MAX)),
+            ("connection_read_buffer_size", |c| c.connection_read_buffer_size = Size(u64::MAX)),
+            ("connection_write_buffer_size", |c| c.connection_write_buffer_size = Size(u64::MAX)),
+            ("panic_reserve_size", |c| c.panic_reserve_size = Size(u64::MAX)),
+        ];
+        for (key, set) in setters {
+            let mut config = Config::default();
+            set(&mut config);
+            assert_eq!(MemoryPlan::new(&config, 1, 4096).unwrap_err().keys, key);
+        }
+    }
+
+    #[test]
+    fn a_product_that_would_wrap_to_a_small_plan_is_an_overflow() {
+        // 2^16 slots × (2^48 arena + stack + guard) wraps to a few MiB in 64-bit arithmetic.
+        let mut config = Config::default();
+        config.slots = 1 << 16;
+        config.slot_arena_size = Size(1 << 48);
+        let error = MemoryPlan::new(&config, 1, 4096).unwrap_err();
+        assert_eq!(error.keys, "slots × (slot_stack_size + slot_arena_size)");
+        let mut config = Config::default();
+        config.connections_max = 1 << 20;
+        config.connection_read_buffer_size = Size(1 << 44);
+        let error = MemoryPlan::new(&config, 1, 4096).unwrap_err();
+        assert!(error.keys.starts_with("connections_max ×"), "{error}");
+        let mut config = Config::default();
+        config.panic_reserve_size = Size(1 << 62);
+        let error = MemoryPlan::new(&config, 256, 4096).unwrap_err();
+        assert_eq!(error.keys, "workers × panic_reserve_size");
+    }
+
+    #[test]
+    fn a_total_that_would_wrap_is_an_overflow() {
+        // Each part fits in 64 bits; together they do not.
+        let mut config = Config::default();
+        config.slots = 1;
+        config.slot_arena_size = Size(1 << 63);
+        config.connections_max = 1;
+        config.connection_read_buffer_size = Size(1 << 63);
+        let error = MemoryPlan::new(&config, 1, 4096).unwrap_err();
+        assert!(error.keys.starts_with("the memory plan"), "{error}");
+    }
+
+    #[test]
+    fn the_largest_page_aligned_size_rounds_to_itself() {
+        assert_eq!(align_up(u64::MAX - 4095, 4096), Some(u64::MAX - 4095));
+        assert_eq!(align_up(u64::MAX - 4096, 4096), Some(u64::MAX - 4095));
+        assert_eq!(align_up(u64::MAX - 4094, 4096), None);
+        assert_eq!(align_up(0, 4096), Some(0));
     }
 
     #[test]

@@ -58,6 +58,15 @@ mod tests {
     }
 
     #[test]
+    fn sizes_at_the_64_bit_limit_parse_and_one_byte_more_is_too_large() {
+        assert_eq!(parse_size("18446744073709551615B"), Ok(u64::MAX));
+        assert!(parse_size("18446744073709551616B").unwrap_err().contains("too large"));
+        assert_eq!(parse_size("17179869183GiB"), Ok(17179869183 << 30));
+        assert!(parse_size("17179869184GiB").unwrap_err().contains("too large"), "2^64 bytes");
+        assert!(parse_size("18014398509481984KiB").unwrap_err().contains("too large"));
+    }
+
+    #[test]
     fn format_picks_exact_unit() {
         assert_eq!(format_size(1 << 20), "1MiB");
         assert_eq!(format_size(1536), "1536B");

@@ -12,8 +12,9 @@ use crate::http::ErrorKind;
 impl Worker {
     pub(super) fn poll_timeout(&self) -> Duration {
         let mut until = self.next_sweep;
-        for slot in self.slots.iter().filter(|_| self.waiting_slots > 0) {
-            if let Some(wake_at) = slot.wake_at {
+        let scanned = if self.waiting_slots > 0 { self.slots.table().len() } else { 0 };
+        for slot_index in (0..scanned).filter(|&index| self.slots.owns(index)) {
+            if let Some(wake_at) = self.slots[slot_index].wake_at {
                 until = until.min(wake_at);
             }
         }

@@ -36,7 +36,28 @@ use crate::http::date::DateCache;
 use crate::http::parse::HeadLimits;
 use crate::net::SlotSockets;
 use conn::{Conn, Phase};
-use slots::Slot;
+pub(crate) use slots::Slot;
+
+use crate::pool::{Owned, SharedTable};
+
+/// The instance's slots, one table shared by every worker (ADR 0003): each worker's region
+/// carve contributes its slots' memory, and any worker may claim any slot.
+pub(crate) fn slot_table(
+    memories: &mut [WorkerMemory],
+    settings: &Settings,
+) -> Arc<SharedTable<Slot>> {
+    let sockets_max = settings.slot_sockets_max;
+    let slots = memories
+        .iter_mut()
+        .flat_map(|memory| std::mem::take(&mut memory.slots))
+        .enumerate()
+        .map(|(index, (memory, arena))| {
+            let token_base = SOCKET_TOKEN_BASE + index * sockets_max.max(1);
+            Slot::new(memory, arena, SlotSockets::new(sockets_max, token_base))
+        })
+        .collect();
+    Arc::new(SharedTable::new(slots))
+}
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -125,6 +146,8 @@ pub(crate) struct Shared {
 }
 
 pub(crate) struct WorkerSetup {
+    /// Every slot of the instance (see [`slot_table`]).
+    pub slots: Arc<SharedTable<Slot>>,
     pub index: usize,
     pub memory: WorkerMemory,
     pub listener: std::net::TcpListener,
@@ -148,8 +171,8 @@ pub(crate) struct Worker {
     deadlines: Box<[Option<Instant>]>,
     free_conns: Vec<usize>,
     live_conns: usize,
-    slots: Box<[Slot]>,
-    free_slots: Vec<usize>,
+    /// The instance's slots, of which this worker uses only those it claimed.
+    slots: Owned<Slot>,
     /// Slots whose task is suspended with a wake-up time (`Slot::wake_at` set): when 0, the
     /// loop skips scanning the slots.
     waiting_slots: usize,
@@ -207,19 +230,6 @@ impl Worker {
         let settings = setup.settings;
         let memory = setup.memory;
         let conns: Box<[Conn]> = memory.connections.into_iter().map(Conn::new).collect();
-        let sockets_max = settings.slot_sockets_max;
-        let slots: Box<[Slot]> = memory
-            .slots
-            .into_iter()
-            .enumerate()
-            .map(|(index, (memory, arena))| {
-                let token_base = SOCKET_TOKEN_BASE + index * sockets_max.max(1);
-                Slot::new(memory, arena, SlotSockets::new(sockets_max, token_base))
-            })
-            .collect();
-        for slot in slots.iter() {
-            slot.sockets.set_registry(poll.registry());
-        }
         let now = Instant::now();
         Ok(Worker {
             index: setup.index,
@@ -234,9 +244,8 @@ impl Worker {
             runnable: std::collections::VecDeque::with_capacity(conns.len()),
             conns,
             live_conns: 0,
-            free_slots: (0..slots.len()).rev().collect(),
             waiting_slots: 0,
-            slots,
+            slots: Owned::new(setup.slots),
             handler: setup.handler,
             settings,
             shared: setup.shared,
@@ -278,6 +287,7 @@ impl Worker {
             }
             self.events = events;
             self.wake_due_slots();
+            self.admit_slot_waiters();
             while let Some(index) = self.runnable.pop_front() {
                 self.drive(index);
             }

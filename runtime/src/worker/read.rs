@@ -94,12 +94,13 @@ impl Worker {
                 return self.fail(index, ErrorKind::BodyTooLarge);
             }
         }
-        let Some(slot_index) = self.free_slots.pop() else {
+        let Some(slot_index) = self.slots.claim() else {
             let (head_len, has_body) = (head.len, head.framing != Framing::Empty);
             self.conns[index].request = meta;
             return self.no_slot(index, head_len, has_body);
         };
         let slot = &mut self.slots[slot_index];
+        slot.sockets.set_registry(self.poll.registry());
         if self.settings.quarantine {
             slot.memory.arena.protect(true).expect("lifting a slot's quarantine succeeds");
         }

@@ -17,7 +17,9 @@ use crate::http::ErrorKind;
 use crate::net::SlotSockets;
 use crate::slot_request::RawRequest;
 
-pub(super) struct Slot {
+/// One slot of the instance: its memory, and the request and coroutine it holds while a worker
+/// owns it.
+pub(crate) struct Slot {
     pub(super) memory: SlotMemory,
     pub(super) arena: Arena,
     pub(super) route: Route,
@@ -32,6 +34,13 @@ pub(super) struct Slot {
     pub(super) handler_deadline: Instant,
     pub(super) fail_alloc_at: u32,
 }
+
+// SAFETY: a slot moves between worker threads only through the instance's slot pool, and only
+// while free: `release_slot` drops its task (the coroutine, whose stack is the slot's own),
+// response and request, closes its sockets and wipes its arena before the index is pushed, so
+// nothing in it refers to the thread that used it last. Its `Cell`s and raw pointers are used
+// by one owner at a time (`pool::Owned`), with the pool's Release/Acquire between owners.
+unsafe impl Send for Slot {}
 
 impl Slot {
     pub(super) fn new(memory: SlotMemory, arena: Arena, sockets: SlotSockets) -> Slot {
@@ -181,12 +190,21 @@ impl Worker {
         if self.settings.quarantine {
             slot.memory.arena.protect(false).expect("quarantining a slot succeeds");
         }
-        self.free_slots.push(slot_index);
-        while let Some(waiter) = self.slot_waiters.pop_front() {
+        self.slots.release(slot_index);
+        self.admit_slot_waiters();
+    }
+
+    /// Lets connections waiting for a slot try again while the instance has free slots (one
+    /// per free slot: the others keep their place). A slot freed by another worker is seen on
+    /// this worker's next loop turn, at most `SWEEP_INTERVAL` later.
+    pub(super) fn admit_slot_waiters(&mut self) {
+        let mut free = self.slots.table().pool().free_count();
+        while free > 0 {
+            let Some(waiter) = self.slot_waiters.pop_front() else { return };
             if self.conns[waiter].phase == Phase::WaitingSlot {
                 self.conns[waiter].phase = Phase::Head;
                 self.runnable.push_back(waiter);
-                break;
+                free -= 1;
             }
         }
     }
@@ -197,7 +215,10 @@ impl Worker {
             return;
         }
         let now = Instant::now();
-        for slot_index in 0..self.slots.len() {
+        for slot_index in 0..self.slots.table().len() {
+            if !self.slots.owns(slot_index) {
+                continue;
+            }
             let slot = &self.slots[slot_index];
             let Some(wake_at) = slot.wake_at else { continue };
             if wake_at > now || slot.task.is_none() {
@@ -213,7 +234,10 @@ impl Worker {
     pub(super) fn socket_ready(&mut self, offset: usize) {
         let sockets_max = self.settings.slot_sockets_max.max(1);
         let (slot_index, socket) = (offset / sockets_max, offset % sockets_max);
-        let Some(slot) = self.slots.get(slot_index) else { return };
+        if !self.slots.owns(slot_index) {
+            return; // A stale event of a slot another worker (or nobody) holds now.
+        }
+        let slot = &self.slots[slot_index];
         let waiting = slot.task.is_some()
             && slot.wait.and_then(|w| w.socket).is_some_and(|(s, _)| s == socket);
         if waiting {

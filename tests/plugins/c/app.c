@@ -2,10 +2,18 @@
  * The shared plugin app, in C: GET / hello, POST /echo, GET /alloc/{kib} (with malloc),
  * GET /upstream?to=IP:PORT (an outbound call through the host), GET /greeting (set by init
  * from the config file's [plugin] section).
+ * C only: GET /foreign/realloc/{i} and /foreign/free/{i} realloc or free, inside a handler, the
+ * i-th of the blocks init malloc'ed (from the system allocator); GET /overflow and
+ * /overflow/init report what allocation sizes that overflow returned, in a handler and in init.
  *
  * Build: cc -shared -fPIC -O2 -I runtime/include -o libapp_c.so tests/plugins/c/app.c
- * -DAPP_ABI_VERSION=N builds it for another ABI version; -DAPP_NO_ENTRY leaves out the entry.
+ * -DAPP_ABI_VERSION=N builds it for another ABI version; -DAPP_NO_ENTRY leaves out the entry;
+ * -DAPP_OVERFLOW_IN_INIT makes init call the allocator with overflowing sizes too.
  */
+#define _GNU_SOURCE /* pvalloc, memalign, valloc, reallocarray, malloc_usable_size */
+#include <errno.h>
+#include <malloc.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +102,89 @@ static void upstream(const CellaHost *host, const CellaRequest *request, CellaRe
     respond(host, response, status, "application/octet-stream", body, used - (size_t)(body - received));
 }
 
+/* Blocks malloc'ed by init, one per /foreign request; a request takes its block atomically
+ * (handlers run on several workers at once). */
+#define FOREIGN_BLOCKS 600
+#define FOREIGN_BLOCK_BYTES 100
+static unsigned char *foreign[FOREIGN_BLOCKS];
+
+/* The index after `prefix` in `path`, or -1. */
+static long index_after(CellaStr path, const char *prefix) {
+    size_t n = strlen(prefix);
+    if (path.len <= n || path.len > n + 6) return -1;
+    long index = 0;
+    for (size_t i = n; i < path.len; i++) {
+        if (path.ptr[i] < '0' || path.ptr[i] > '9') return -1;
+        index = index * 10 + (path.ptr[i] - '0');
+    }
+    return index < FOREIGN_BLOCKS ? index : -1;
+}
+
+static unsigned char *take_foreign(long index) {
+    return __atomic_exchange_n(&foreign[index], NULL, __ATOMIC_ACQ_REL);
+}
+
+/* realloc grows the block into the request's arena: its bytes must come along. */
+static void foreign_realloc(const CellaHost *host, CellaResponse *response, long index) {
+    unsigned char *block = take_foreign(index);
+    if (block == NULL) { text(host, response, 410, "gone\n"); return; }
+    unsigned char *grown = realloc(block, 4096);
+    if (grown == NULL) { text(host, response, 500, "realloc failed\n"); return; }
+    for (size_t i = 0; i < FOREIGN_BLOCK_BYTES; i++) {
+        if (grown[i] != (unsigned char)index) { text(host, response, 500, "contents lost\n"); return; }
+    }
+    memset(grown + FOREIGN_BLOCK_BYTES, 0xab, 4096 - FOREIGN_BLOCK_BYTES);
+    size_t usable = malloc_usable_size(grown);
+    grown = realloc(grown, 8192); /* an arena block now: grows in place */
+    int kept = grown != NULL && grown[0] == (unsigned char)index && grown[4095] == 0xab;
+    free(grown);
+    text(host, response, kept && usable >= 4096 ? 200 : 500, kept ? "moved\n" : "lost\n");
+}
+
+static void foreign_free(const CellaHost *host, CellaResponse *response, long index) {
+    unsigned char *block = take_foreign(index);
+    if (block == NULL) { text(host, response, 410, "gone\n"); return; }
+    free(block);
+    text(host, response, 200, "freed\n");
+}
+
+/* Calls every allocation function with a size that overflows; writes which of them did not
+ * return NULL with errno ENOMEM ("all NULL" when each did). `volatile` keeps the compiler from
+ * seeing (and warning about) the sizes. */
+static void overflowing_sizes(char *report, size_t capacity) {
+    volatile size_t huge = SIZE_MAX - 100;
+    volatile size_t half = SIZE_MAX / 2 + 1;
+    report[0] = '\0';
+    void *volatile small = malloc(16); /* volatile: realloc fails here, small stays valid */
+    void *out = NULL;
+    struct { const char *name; void *block; int err; } calls[9];
+    int n = 0;
+#define CALL(label, expression) do { errno = 0; void *b = (expression); calls[n].name = label; \
+        calls[n].block = b; calls[n].err = errno; n++; } while (0)
+    CALL("malloc", malloc(huge));
+    CALL("calloc", calloc(half, 2));
+    CALL("realloc", realloc(small, huge));
+    CALL("reallocarray", reallocarray(small, half, 4));
+    CALL("memalign", memalign(4096, huge));
+    CALL("aligned_alloc", aligned_alloc(4096, huge));
+    CALL("valloc", valloc(huge));
+    CALL("pvalloc", pvalloc(huge));
+    int rc = posix_memalign(&out, 64, huge);
+    calls[n].name = "posix_memalign"; calls[n].block = out; calls[n].err = rc; n++;
+#undef CALL
+    for (int i = 0; i < n; i++) {
+        if (calls[i].block != NULL || calls[i].err != ENOMEM) {
+            size_t used = strlen(report);
+            snprintf(report + used, capacity - used, "%s gave %p errno %d; ", calls[i].name,
+                     calls[i].block, calls[i].err);
+        }
+    }
+    free(small);
+    if (report[0] == '\0') snprintf(report, capacity, "all NULL");
+}
+
+static char overflow_in_init[512] = "not checked (build with -DAPP_OVERFLOW_IN_INIT)";
+
 static void handle(const CellaHost *host, const CellaRequest *request, CellaResponse *response) {
     CellaStr method = host->request_method(request);
     CellaStr path = host->request_path(request);
@@ -108,14 +199,32 @@ static void handle(const CellaHost *host, const CellaRequest *request, CellaResp
         upstream(host, request, response);
     } else if (equals(method, "GET") && equals(path, "/greeting")) {
         text(host, response, 200, greeting);
+    } else if (equals(method, "GET") && index_after(path, "/foreign/realloc/") >= 0) {
+        foreign_realloc(host, response, index_after(path, "/foreign/realloc/"));
+    } else if (equals(method, "GET") && index_after(path, "/foreign/free/") >= 0) {
+        foreign_free(host, response, index_after(path, "/foreign/free/"));
+    } else if (equals(method, "GET") && equals(path, "/overflow")) {
+        char report[512];
+        overflowing_sizes(report, sizeof report);
+        text(host, response, 200, report);
+    } else if (equals(method, "GET") && equals(path, "/overflow/init")) {
+        text(host, response, 200, overflow_in_init);
     } else {
         text(host, response, 404, "not found\n");
     }
 }
 
-/* Reads `greeting = "..."` from the [plugin] section. */
+/* Reads `greeting = "..."` from the [plugin] section; mallocs the blocks /foreign takes. */
 static int init(const CellaHost *host, CellaStr config) {
     (void)host;
+    for (long i = 0; i < FOREIGN_BLOCKS; i++) {
+        foreign[i] = malloc(FOREIGN_BLOCK_BYTES);
+        if (foreign[i] == NULL) return 1;
+        memset(foreign[i], (unsigned char)i, FOREIGN_BLOCK_BYTES);
+    }
+#ifdef APP_OVERFLOW_IN_INIT
+    overflowing_sizes(overflow_in_init, sizeof overflow_in_init);
+#endif
     const char *key = "greeting = \"";
     size_t key_len = strlen(key);
     for (size_t i = 0; i + key_len < config.len; i++) {
