@@ -97,11 +97,13 @@ fn a_handler_past_its_deadline_gets_504_not_the_retryable_503() {
 }
 
 #[test]
-fn a_full_connection_table_turns_new_connections_away_politely() {
+fn a_full_connection_table_with_nothing_idle_turns_new_connections_away_politely() {
     let server = ServerProcess::start(&["--max-connections", "2"]);
     let mut held: Vec<Client> = (0..2).map(|_| Client::connect(server.addr())).collect();
     for client in &mut held {
         assert_eq!(client.get("/").status, 200);
+        // Half a head: a request in flight, so the connection may not be evicted.
+        client.send(b"GET / HTTP/1.1\r\n");
     }
     let mut extra = Client::connect(server.addr());
     assert_eq!(extra.response().status, 503);
@@ -305,5 +307,28 @@ fn slots_belong_to_the_instance_so_any_worker_can_use_every_slot() {
     }
     for sleeper in sleepers {
         assert_eq!(sleeper.join().unwrap(), 200);
+    }
+}
+
+#[test]
+fn a_full_table_closes_the_oldest_idle_keep_alive_connection_to_admit_a_new_one() {
+    let server = ServerProcess::start(&["--max-connections", "4"]);
+    let addr = server.addr();
+    // Three times the table's size in keep-alive connections, each idle after one request.
+    let mut idle: Vec<Client> = Vec::new();
+    for _ in 0..12 {
+        let mut client = Client::connect(addr);
+        assert_eq!(client.get("/").status, 200, "a new client is served, never turned away");
+        idle.push(client);
+    }
+    // The oldest were closed to make room (in order); the newest four are still open.
+    for client in &mut idle[..8] {
+        assert!(client.is_closed_by_server());
+    }
+    for client in &mut idle[8..] {
+        assert_eq!(client.get("/").status, 200);
+    }
+    for _ in 0..5 {
+        assert_eq!(get(addr, "/").status, 200);
     }
 }

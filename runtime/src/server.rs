@@ -53,6 +53,8 @@ pub struct Stats {
     pub stack_overflows: u64,
     pub handler_timeouts: u64,
     pub client_errors: u64,
+    /// Idle keep-alive connections closed to admit a new one when the table was full.
+    pub idle_evictions: u64,
     /// System allocator calls made by sealed threads in this process (expected: 0).
     pub sealed_system_calls: u64,
     /// The most any slot's arena has held, in bytes: how close handlers come to
@@ -199,6 +201,7 @@ impl RunningServer {
             stats.stack_overflows += load(&worker.stack_overflows);
             stats.handler_timeouts += load(&worker.handler_timeouts);
             stats.client_errors += load(&worker.client_errors);
+            stats.idle_evictions += load(&worker.idle_evictions);
             stats.arena_high_water_bytes =
                 stats.arena_high_water_bytes.max(load(&worker.arena_high_water_bytes));
         }

@@ -59,6 +59,9 @@ impl Worker {
     }
 
     pub(super) fn admit(&mut self, mut stream: TcpStream, remote: SocketAddr) {
+        if self.free_conns.is_empty() {
+            self.evict_oldest_idle();
+        }
         let Some(index) = self.free_conns.pop() else {
             // The table is full: say so politely, then close.
             self.stats().connections_rejected.fetch_add(1, Ordering::Relaxed);
@@ -96,8 +99,29 @@ impl Worker {
         conn.close_after = self.draining;
         conn.eof = false;
         conn.readable = true;
+        conn.kept_alive = false;
         self.live_conns += 1;
         self.drive(index);
+    }
+
+    /// The table is full: close the keep-alive connection idle the longest (it has no request
+    /// in flight, and HTTP clients retry on a keep-alive connection the server closed), as
+    /// nginx does, so that a new client is served instead of turned away. Scans the table:
+    /// this runs only when it is full.
+    fn evict_oldest_idle(&mut self) {
+        let oldest = (0..self.conns.len())
+            .filter(|&index| {
+                let conn = &self.conns[index];
+                conn.phase == Phase::Idle
+                    && conn.kept_alive
+                    && conn.read_start == conn.read_end
+                    && conn.write_start == conn.write_end
+            })
+            .min_by_key(|&index| self.deadlines[index]);
+        if let Some(index) = oldest {
+            self.stats().idle_evictions.fetch_add(1, Ordering::Relaxed);
+            self.close(index);
+        }
     }
 
     pub(super) fn close(&mut self, index: usize) {

@@ -81,6 +81,9 @@ pub(super) struct Conn {
     /// short read means no more bytes until the next event, so asking again would only cost a
     /// read(2) that returns EAGAIN.
     pub(super) readable: bool,
+    /// Idle after a response (not a connection that has yet to send anything): may be closed
+    /// to make room when the table is full.
+    pub(super) kept_alive: bool,
     pub(super) body: BodyState,
     /// Of the request being served.
     pub(super) request: RequestMeta,
@@ -117,6 +120,7 @@ impl Conn {
             close_after: false,
             eof: false,
             readable: false,
+            kept_alive: false,
             body: BodyState::None,
             request: RequestMeta::UNKNOWN,
         }

@@ -133,6 +133,8 @@ pub(crate) struct WorkerStats {
     pub stack_overflows: AtomicU64,
     pub handler_timeouts: AtomicU64,
     pub client_errors: AtomicU64,
+    /// Idle keep-alive connections closed to make room in a full table.
+    pub idle_evictions: AtomicU64,
     /// The most any of this worker's arenas has held (bytes), for sizing `slot_arena_size`.
     pub arena_high_water_bytes: AtomicU64,
 }

@@ -205,6 +205,7 @@ impl Worker {
             self.deadlines[index] = Some(self.now + self.settings.header_read_timeout);
         } else {
             conn.phase = Phase::Idle;
+            conn.kept_alive = true;
             self.deadlines[index] = Some(self.now + self.settings.keepalive_idle_timeout);
         }
     }
