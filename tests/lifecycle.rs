@@ -101,9 +101,10 @@ fn a_full_connection_table_with_nothing_idle_turns_new_connections_away_politely
     let server = ServerProcess::start(&["--max-connections", "2"]);
     let mut held: Vec<Client> = (0..2).map(|_| Client::connect(server.addr())).collect();
     for client in &mut held {
-        assert_eq!(client.get("/").status, 200);
-        // Half a head: a request in flight, so the connection may not be evicted.
-        client.send(b"GET / HTTP/1.1\r\n");
+        // A request, and half of the next one in the same segment: once the answer to the first
+        // arrives, the server holds the half head, a request in flight that may not be evicted.
+        client.send(b"GET / HTTP/1.1\r\nhost: t\r\n\r\nGET / HTTP/1.1\r\n");
+        assert_eq!(client.response().status, 200);
     }
     let mut extra = Client::connect(server.addr());
     assert_eq!(extra.response().status, 503);
@@ -126,17 +127,17 @@ fn get_status_or_zero(addr: std::net::SocketAddr) -> u16 {
 
 #[test]
 fn running_out_of_file_descriptors_is_survived() {
-    let mut command = Command::new("sh");
-    let cella = binary("cella");
-    let mut script = format!("ulimit -n 32 && exec {} serve", cella.display());
-    for arg in SMALL {
-        script.push(' ');
-        script.push_str(arg);
+    // SMALL's plan needs 64 connections + 4 slots x 4 sockets + 1 listener + 64 spare = 145.
+    let mut server = serve_under_ulimit("testapp", "ulimit -n 160");
+    // A handler takes most of the descriptors for a while (a plugin or a library could).
+    let addr = server.addr();
+    let holder = thread::spawn(move || get(addr, "/hold-fds?n=140&ms=1500").text());
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while std::fs::read_dir(format!("/proc/{}/fd", server.pid())).map_or(0, |d| d.count()) < 140 {
+        assert!(Instant::now() < deadline, "the handler never took its descriptors");
+        thread::sleep(Duration::from_millis(10));
     }
-    command.args(["-c", &script]);
-    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let mut server = ServerProcess::spawn(command);
-    // More connections than descriptors: some are shed, none crash the server.
+    // More connections than descriptors left: some are shed, none crash the server.
     let flood: Vec<_> = (0..60).filter_map(|_| TcpStream::connect(server.addr()).ok()).collect();
     thread::sleep(Duration::from_millis(300));
     assert!(server.is_running());
@@ -147,6 +148,51 @@ fn running_out_of_file_descriptors_is_survived() {
         thread::sleep(Duration::from_millis(20));
     }
     assert!(server.is_running());
+    assert!(holder.join().unwrap().parse::<usize>().unwrap() > 100);
+}
+
+/// Starts `binary serve SMALL` under a shell's `ulimit` command.
+fn serve_under_ulimit(name: &str, ulimit: &str) -> ServerProcess {
+    let mut command = Command::new("sh");
+    let mut script = format!("{ulimit} && exec {} serve", binary(name).display());
+    for arg in SMALL {
+        script.push(' ');
+        script.push_str(arg);
+    }
+    command.args(["-c", &script]);
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    ServerProcess::spawn(command)
+}
+
+#[test]
+fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
+    // Soft 100 is below the 145 the plan needs; the hard limit is higher, so cella raises it.
+    let server = serve_under_ulimit("cella", "ulimit -Sn 100");
+    assert_eq!(get(server.addr(), "/").status, 200);
+}
+
+#[test]
+fn a_plan_the_open_file_limit_cannot_hold_is_refused_with_both_numbers() {
+    let output = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "ulimit -n 100 && exec {} serve --workers 1 --slots 4 --max-connections 500",
+                binary("cella").display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("needs 581 file descriptors"), "{stderr}");
+    assert!(stderr.contains("open-file limit is 100"), "{stderr}");
+    let check = Command::new(binary("cella"))
+        .args(["check-config", "--workers", "1", "--slots", "4", "--max-connections", "500"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(stdout.contains("# file descriptors needed: 581 "), "{stdout}");
 }
 
 #[test]

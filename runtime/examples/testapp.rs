@@ -55,6 +55,20 @@ fn main() -> std::process::ExitCode {
                 }),
             )
             .get(
+                "/hold-fds",
+                handler_fn(|request| {
+                    // Opens `n` descriptors and keeps them `ms` milliseconds (suspended), to use
+                    // up the process's open-file limit from inside the plan.
+                    let number = |key| request.query_param(key).and_then(|v| v.parse::<u64>().ok());
+                    let count = number("n").unwrap_or(0) as usize;
+                    let ms = number("ms").unwrap_or(0);
+                    let files: Vec<std::fs::File> =
+                        (0..count).filter_map(|_| std::fs::File::open("/dev/null").ok()).collect();
+                    cella::net::sleep(Duration::from_millis(ms));
+                    Response::text(files.len().to_string())
+                }),
+            )
+            .get(
                 "/header/{name}",
                 handler_fn(|request| {
                     let name = request.param("name").unwrap_or("");

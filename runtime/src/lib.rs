@@ -39,7 +39,7 @@ pub use cella_arena::{AllocError, Arena, ArenaString, ArenaVec, RoutingAlloc};
 pub use cella_shared::{Config, ConfigError, MemoryPlan};
 pub use handler::{handler_fn, Body, Handler, Method, Params, Request, Response, StatusCode, Text};
 pub use router::Router;
-pub use server::{RunningServer, Server, StartError, Stats};
+pub use server::{fds_needed, RunningServer, Server, StartError, Stats};
 
 /// Descriptors open in this process (Linux: /proc/self/fd), for tests and diagnostics.
 pub fn open_fd_count() -> std::io::Result<usize> {

@@ -19,13 +19,45 @@ use crate::worker::{self, Settings, Shared, WorkerSetup, WorkerStats};
 /// Pending connections each listener's kernel queue holds.
 pub const LISTEN_BACKLOG: i32 = 1024;
 
+/// Descriptors kept for what is not in the plan's count: stdio, each worker's epoll and waker
+/// and spare descriptor, a plugin's files, the config file, `/proc/self/fd` for stats.
+pub const FDS_SPARE: u64 = 64;
+
+/// How many file descriptors a configuration needs at most: every connection, every slot's
+/// outbound sockets, one listener per worker, and [`FDS_SPARE`].
+pub fn fds_needed(config: &Config, plan: &MemoryPlan) -> u64 {
+    let connections = config.connections_max as u64;
+    let outbound = (plan.slots as u64).saturating_mul(config.slot_sockets_max as u64);
+    connections.saturating_add(outbound).saturating_add(plan.workers as u64 + FDS_SPARE)
+}
+
+/// Raises the soft open-file limit to the hard one and refuses to start when even that cannot
+/// hold the plan: otherwise the process would silently turn connections away at the limit.
+fn check_open_file_limit(config: &Config, plan: &MemoryPlan) -> Result<u64, StartError> {
+    let limit = crate::sys::raise_open_file_limit()
+        .map_err(|source| StartError::Io { step: "read the open-file limit", source })?;
+    let needed = fds_needed(config, plan);
+    if limit < needed {
+        return Err(StartError::FileLimit { needed, limit });
+    }
+    Ok(limit)
+}
+
 /// Why a server did not start. The binary prints it and exits non-zero.
 #[derive(Debug)]
 pub enum StartError {
     Config(ConfigError),
     Region(RegionError),
-    Io { step: &'static str, source: io::Error },
+    Io {
+        step: &'static str,
+        source: io::Error,
+    },
     Worker(String),
+    /// The open-file limit (after raising the soft limit to the hard one) cannot hold the plan.
+    FileLimit {
+        needed: u64,
+        limit: u64,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -35,6 +67,12 @@ impl fmt::Display for StartError {
             StartError::Region(error) => error.fmt(f),
             StartError::Io { step, source } => write!(f, "cannot {step}: {source}"),
             StartError::Worker(message) => write!(f, "a worker failed to start: {message}"),
+            StartError::FileLimit { needed, limit } => write!(
+                f,
+                "the plan needs {needed} file descriptors (connections_max + slots x \
+                 slot_sockets_max + workers + {FDS_SPARE} spare) but the open-file limit is \
+                 {limit}: raise it (ulimit -n, systemd LimitNOFILE=) or lower connections_max"
+            ),
         }
     }
 }
@@ -78,6 +116,7 @@ impl Server {
     pub fn start(self) -> Result<RunningServer, StartError> {
         let page_size = cella_arena::page_size() as u64;
         let plan = self.config.validate(page_size).map_err(StartError::Config)?;
+        check_open_file_limit(&self.config, &plan)?;
         crate::panic_hook::install();
         crate::sys::install_fault_handler()
             .map_err(|source| StartError::Io { step: "install the fault handler", source })?;

@@ -200,7 +200,7 @@ config_keys! {
     /// read and discarded, so that it reads the response instead of a reset. Past it: closed.
     linger_timeout_ms: u64 = "1000";
     /// Total time a handler may take, suspended or not; checked whenever it suspends. Past it:
-    /// 503 and its stack is unwound.
+    /// 504 (not the retryable 503: the request ran) and its stack is unwound.
     handler_timeout_ms: u64 = "30000";
     /// How long a complete request may wait for a free slot before it gets 503. 0: answer 503 at
     /// once.

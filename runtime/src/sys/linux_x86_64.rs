@@ -131,3 +131,18 @@ pub fn wait_shutdown_signal(timeout: Duration) -> Option<libc::c_int> {
 pub fn open_fd_count() -> io::Result<usize> {
     Ok(std::fs::read_dir("/proc/self/fd")?.count().saturating_sub(1))
 }
+
+/// Raises the soft open-file limit to the hard one; returns the limit now in force.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: a valid out-pointer to an rlimit (getrlimit(2)).
+    syscall!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit))?;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: a valid rlimit whose soft value does not exceed its hard one (setrlimit(2)).
+        if syscall!(libc::setrlimit(libc::RLIMIT_NOFILE, &raised)).is_ok() {
+            limit = raised;
+        }
+    }
+    Ok(limit.rlim_cur)
+}

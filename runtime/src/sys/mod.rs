@@ -9,6 +9,8 @@
 //! - `block_shutdown_signals()` / `wait_shutdown_signal(timeout)`: SIGTERM and SIGINT are
 //!   blocked in every thread and taken synchronously by the thread that waits for them.
 //! - `open_fd_count()`: descriptors open in this process, for tests.
+//! - `raise_open_file_limit()`: raises the soft limit on open files to the hard one and returns
+//!   the limit in force.
 //!
 //! Raw return codes never leave this module: every call goes through `syscall!`.
 
