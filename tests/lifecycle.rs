@@ -378,3 +378,23 @@ fn a_full_table_closes_the_oldest_idle_keep_alive_connection_to_admit_a_new_one(
         assert_eq!(get(addr, "/").status, 200);
     }
 }
+
+#[test]
+fn heads_whose_small_bodies_never_come_do_not_hold_slots() {
+    let server = ServerProcess::start(&["--slots", "2"]);
+    let addr = server.addr();
+    // More stalled uploads than slots: each sent a head announcing 100 bytes, and no body.
+    let mut stalled: Vec<Client> = (0..10)
+        .map(|_| {
+            let mut client = Client::connect(addr);
+            client.send(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\n");
+            client
+        })
+        .collect();
+    for _ in 0..5 {
+        assert_eq!(get(addr, "/").status, 200, "the stalled bodies hold no slot");
+    }
+    // A stalled upload that completes is served.
+    stalled[0].send(&[b'x'; 100]);
+    assert_eq!(stalled[0].response().body, vec![b'x'; 100]);
+}

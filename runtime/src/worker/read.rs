@@ -94,6 +94,21 @@ impl Worker {
                 return self.fail(index, ErrorKind::BodyTooLarge);
             }
         }
+        if let Framing::Length(length) = head.framing {
+            // A body that fits the read buffer is read before a slot is claimed: a client that
+            // sends a head and stalls holds a connection (until the head deadline), never a
+            // slot. Not with `Expect: 100-continue`, whose client waits for our answer first.
+            let whole = head.len as u64 + length;
+            let capacity = conn.read.capacity() as u64;
+            if !head.expect_continue && whole <= capacity && (buffered.len() as u64) < whole {
+                if conn.eof {
+                    self.close(index);
+                } else if conn.read_start > 0 && conn.read_end == conn.read.capacity() {
+                    return self.conns[index].fill();
+                }
+                return false;
+            }
+        }
         let Some(slot_index) = self.slots.claim() else {
             let (head_len, has_body) = (head.len, head.framing != Framing::Empty);
             self.conns[index].request = meta;
