@@ -1,6 +1,7 @@
 //! The `cella` command line: configuration precedence (flag > environment > file > default),
-//! unknown keys refused in every source, `check-config` output, and refusing to start with a
-//! clear message and a non-zero exit.
+//! unknown keys refused in the file and flags but only warned about in the environment (where
+//! Kubernetes puts `CELLA_PORT`), `--version`, `check-config` output, and refusing to start with
+//! a clear message and a non-zero exit.
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -50,18 +51,53 @@ fn check_config_applies_flag_over_env_over_file_over_default() {
 }
 
 #[test]
-fn unknown_keys_are_refused_in_file_env_and_flags() {
+fn unknown_keys_are_refused_in_file_and_flags_and_only_warned_about_in_env() {
     let file = config_file("unknown", "slotz = 8\n");
     let from_file = cella(&["check-config", "--config", file.to_str().unwrap()], &[]);
     assert_eq!(from_file.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&from_file.stderr).contains("unknown config key `slotz`"));
     let from_env = cella(&["check-config"], &[("CELLA_SLOTZ", "8")]);
-    assert_eq!(from_env.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&from_env.stderr).contains("CELLA_SLOTZ"));
+    let stderr = String::from_utf8_lossy(&from_env.stderr);
+    assert!(from_env.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "cella: warning: ignoring environment variable CELLA_SLOTZ: not a config key"
+    );
+    assert_eq!(effective(&from_env, "slots"), "64", "the misspelt variable set nothing");
+    let bad_value = cella(&["check-config"], &[("CELLA_SLOTS", "eight")]);
+    assert_eq!(bad_value.status.code(), Some(2), "a bad value for a real key is still an error");
     let from_flag = cella(&["check-config", "--set", "slotz=8"], &[]);
     assert_eq!(from_flag.status.code(), Some(2));
     let bad_size = cella(&["check-config", "--slot-arena", "1MB"], &[]);
     assert!(String::from_utf8_lossy(&bad_size.stderr).contains("unknown size unit"));
+}
+
+#[test]
+fn serve_starts_and_serves_with_the_variables_kubernetes_injects_for_a_service_named_cella() {
+    let mut args = vec!["serve"];
+    args.extend_from_slice(cella_tests::SMALL);
+    let env = [
+        ("CELLA_PORT", "tcp://10.96.0.12:8080"),
+        ("CELLA_PORT_8080_TCP", "tcp://10.96.0.12:8080"),
+        ("CELLA_SERVICE_HOST", "10.96.0.12"),
+        ("CELLA_SERVICE_PORT", "8080"),
+    ];
+    let mut server = ServerProcess::start_binary("cella", &args, &env);
+    assert_eq!(cella_tests::get(server.addr(), "/").status, 200);
+    for (name, _) in env {
+        let warning =
+            format!("cella: warning: ignoring environment variable {name}: not a config key");
+        assert!(server.wait_stderr(&warning), "{}", server.stderr());
+    }
+    assert!(server.terminate().success(), "{}", server.stderr());
+}
+
+#[test]
+fn version_prints_the_crate_version_and_exits_zero() {
+    let output = cella(&["--version"], &[]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.trim_end(), format!("cella {}", env!("CARGO_PKG_VERSION")));
 }
 
 #[test]

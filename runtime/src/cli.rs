@@ -43,6 +43,7 @@ fn config_args(command: Command) -> Command {
 
 fn command() -> Command {
     Command::new("cella")
+        .version(env!("CARGO_PKG_VERSION"))
         .about("A web runtime whose memory is fixed at startup")
         .subcommand_required(true)
         .subcommand(
@@ -73,7 +74,10 @@ fn load_config(matches: &ArgMatches) -> Result<(Config, String), String> {
         config.apply_toml(&text).map_err(|e| format!("{path}: {e}"))?;
         plugin_section = cella_shared::config::plugin_section(&text);
     }
-    config.apply_env(std::env::vars()).map_err(|e| e.to_string())?;
+    let ignored = config.apply_env(std::env::vars()).map_err(|e| e.to_string())?;
+    for name in ignored {
+        eprintln!("cella: warning: ignoring environment variable {name}: not a config key");
+    }
     for (flag, key, _) in KEY_FLAGS {
         if let Some(value) = matches.get_one::<String>(flag) {
             config.set(key, value, "a flag").map_err(|e| e.to_string())?;

@@ -2,8 +2,9 @@
 //!
 //! Every source (defaults, a TOML file, `CELLA_*` environment variables, command-line flags) goes
 //! through the same [`Config::set`] with the value as text, so a key parses the same way
-//! wherever it is written, and an unknown key is an error wherever it appears. Precedence is
-//! applied by the caller: flag > environment > file > default.
+//! wherever it is written. An unknown key is an error in a file or a flag; an unknown `CELLA_*`
+//! environment variable is only reported (see [`Config::apply_env`]). Precedence is applied by
+//! the caller: flag > environment > file > default.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -253,23 +254,26 @@ impl Config {
         Ok(())
     }
 
-    /// Applies `CELLA_<KEY>` variables from `vars`. Any other `CELLA_` variable is an error, so
-    /// a misspelt variable is not silently ignored.
-    pub fn apply_env<I>(&mut self, vars: I) -> Result<(), ConfigError>
+    /// Applies `CELLA_<KEY>` variables from `vars`, and returns the names of the other `CELLA_`
+    /// variables, which it ignores: the environment is shared with things cella does not control
+    /// (Kubernetes injects `CELLA_PORT=tcp://...` and `CELLA_SERVICE_HOST` for a Service named
+    /// `cella`), so the caller warns about each instead of refusing to start. A bad value for a
+    /// real key is still an error.
+    pub fn apply_env<I>(&mut self, vars: I) -> Result<Vec<String>, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
+        let mut ignored = Vec::new();
         for (name, value) in vars {
             let Some(key) = name.strip_prefix("CELLA_") else { continue };
             let key = key.to_ascii_lowercase();
-            self.set(&key, &value, "the environment").map_err(|error| match error {
-                ConfigError::UnknownKey { .. } => {
-                    ConfigError::UnknownKey { key: name.clone(), source: "the environment" }
-                }
-                other => other,
-            })?;
+            match self.set(&key, &value, "the environment") {
+                Ok(()) => {}
+                Err(ConfigError::UnknownKey { .. }) => ignored.push(name),
+                Err(other) => return Err(other),
+            }
         }
-        Ok(())
+        Ok(ignored)
     }
 
     /// Workers to run: `workers`, or one per available core when it is 0.
@@ -393,8 +397,23 @@ mod tests {
         let mut config = Config::default();
         let error = config.apply_toml("slotz = 3").unwrap_err();
         assert!(matches!(error, ConfigError::UnknownKey { ref key, .. } if key == "slotz"));
-        let error = config.apply_env([("CELLA_SLOTZ".to_string(), "3".to_string())]).unwrap_err();
-        assert!(error.to_string().contains("CELLA_SLOTZ"));
+        assert!(config.set("slotz", "3", "a flag").is_err());
+    }
+
+    #[test]
+    fn unknown_cella_variables_are_ignored_and_named_but_bad_values_are_errors() {
+        let mut config = Config::default();
+        let ignored = config
+            .apply_env([
+                ("CELLA_PORT".to_string(), "tcp://10.0.0.1:80".to_string()),
+                ("CELLA_SLOTS".to_string(), "8".to_string()),
+                ("CELLA_SERVICE_HOST".to_string(), "10.0.0.1".to_string()),
+            ])
+            .unwrap();
+        assert_eq!(ignored, ["CELLA_PORT", "CELLA_SERVICE_HOST"]);
+        assert_eq!(config.slots, 8);
+        let error = config.apply_env([("CELLA_SLOTS".to_string(), "x".to_string())]).unwrap_err();
+        assert!(error.to_string().contains("slots"), "{error}");
     }
 
     #[test]
@@ -536,7 +555,10 @@ pub fn reference_markdown() -> String {
          Set a key in a TOML file (`key = value`, passed with `--config FILE`), as an environment\n\
          variable `CELLA_<KEY>` (upper case), or with a flag (`--set key=value`, or the named flags\n\
          `--listen`, `--workers`, `--slots`, `--slot-arena`, `--slot-stack`, `--max-connections`).\n\
-         Precedence: flag > environment > file > default. Unknown keys are errors in every source.\n\
+         Precedence: flag > environment > file > default. Unknown keys are errors in the file and\n\
+         in flags; a `CELLA_*` environment variable that is no key (such as the `CELLA_PORT` and\n\
+         `CELLA_SERVICE_HOST` Kubernetes injects for a Service named `cella`) is ignored, with one\n\
+         warning line on stderr each.\n\
          Sizes take binary units: `B`, `KiB`, `MiB`, `GiB`. No size of the memory plan (stack,\n\
          arena, buffers, panic reserve) may exceed the 64GiB cella maps at most, and every sum\n\
          and product of the plan is checked: a plan that would overflow is refused, naming the\n\
