@@ -93,6 +93,8 @@ pub struct Stats {
     pub client_errors: u64,
     /// Idle keep-alive connections closed to admit a new one when the table was full.
     pub idle_evictions: u64,
+    /// Probe requests (`liveness_path`, `readiness_path`), answered without a slot.
+    pub probes: u64,
     /// System allocator calls made by sealed threads in this process (expected: 0).
     pub sealed_system_calls: u64,
     /// The most any slot's arena has held, in bytes: how close handlers come to
@@ -241,6 +243,7 @@ impl RunningServer {
             stats.handler_timeouts += load(&worker.handler_timeouts);
             stats.client_errors += load(&worker.client_errors);
             stats.idle_evictions += load(&worker.idle_evictions);
+            stats.probes += load(&worker.probes);
             stats.arena_high_water_bytes =
                 stats.arena_high_water_bytes.max(load(&worker.arena_high_water_bytes));
         }

@@ -48,6 +48,15 @@ impl ConfigValue for usize {
     }
 }
 
+impl ConfigValue for String {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        Ok(text.to_string())
+    }
+    fn to_text(&self) -> String {
+        self.clone()
+    }
+}
+
 impl ConfigValue for bool {
     fn parse_text(text: &str) -> Result<Self, String> {
         match text.trim() {
@@ -211,6 +220,15 @@ config_keys! {
     drain_timeout_ms: u64 = "10000";
     /// Value of the Retry-After header on 503 responses, in seconds.
     retry_after_s: u64 = "1";
+    /// Liveness probe on the main listener: a GET or HEAD of this path is answered 200 by the
+    /// worker itself while the process serves, without a slot (so even when every slot is busy)
+    /// and without reaching the handler. Empty: no probe (the path goes to the handler).
+    liveness_path: String = "/livez";
+    /// Readiness probe on the main listener: a GET or HEAD of this path is answered by the worker
+    /// itself, without a slot: 200 while the instance accepts work (also when every slot is
+    /// momentarily busy), 503 from the first SIGTERM/SIGINT on. Empty: no probe (the path goes
+    /// to the handler).
+    readiness_path: String = "/readyz";
     /// Touch every page of the region at startup, so the resident size is fixed from the start.
     prefault: bool = "true";
     /// mlock the region, so it is never swapped. Needs RLIMIT_MEMLOCK (or CAP_IPC_LOCK).
@@ -365,6 +383,20 @@ impl Config {
                 limits::HEADERS_COUNT_MAX
             ));
         }
+        for (key, path) in
+            [("liveness_path", &self.liveness_path), ("readiness_path", &self.readiness_path)]
+        {
+            let clean = path.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+            if !path.is_empty() && !(path.starts_with('/') && clean) {
+                return Err(ConfigError::BadValue {
+                    key: key.to_string(),
+                    message: format!("`{path}` is not empty nor a path such as /livez"),
+                });
+            }
+        }
+        if !self.liveness_path.is_empty() && self.liveness_path == self.readiness_path {
+            return fail("liveness_path and readiness_path must differ (or be empty)".into());
+        }
         if self.slot_sockets_max > limits::SLOT_SOCKETS_MAX {
             return fail(format!("slot_sockets_max must be at most {}", limits::SLOT_SOCKETS_MAX));
         }
@@ -449,6 +481,21 @@ mod tests {
         assert_eq!(config.slots, 8);
         assert_eq!(plugin_section(text), "greeting = \"hi\"\n");
         assert!(config.apply_toml("[other]\nx = 1").is_err());
+    }
+
+    #[test]
+    fn probe_paths_are_empty_or_absolute_paths_and_differ() {
+        let mut config = Config::default();
+        config.apply_toml("readiness_path = \"\"\nliveness_path = \"/health/live\"").unwrap();
+        config.validate(4096).expect("an empty path turns a probe off");
+        for bad in ["livez", "/a b", "/a?b"] {
+            config.liveness_path = bad.to_string();
+            let error = config.validate(4096).unwrap_err();
+            assert!(error.to_string().contains("liveness_path"), "{error}");
+        }
+        config.liveness_path = "/z".to_string();
+        config.readiness_path = "/z".to_string();
+        assert!(config.validate(4096).is_err());
     }
 
     #[test]

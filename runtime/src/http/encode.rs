@@ -187,9 +187,54 @@ pub fn put_error(
     sink.put(b"\n")
 }
 
+/// A short plain-text answer the runtime gives by itself (the probes): the status, the body,
+/// and what the request it answers decides.
+#[derive(Clone, Copy, Debug)]
+pub struct TextReply<'m> {
+    pub status: u16,
+    pub text: &'m [u8],
+    pub persistence: Persistence,
+    /// The request was HEAD: the head only (with the length a GET would get).
+    pub head_request: bool,
+}
+
+/// Writes a complete plain-text response: head, then the text (none for HEAD).
+pub fn put_text(sink: &mut impl Sink, reply: TextReply<'_>, date: &DateCache) -> Result<(), Full> {
+    let TextReply { status, text, persistence, head_request } = reply;
+    put_frame(sink, HeadFrame { status, content_length: text.len(), persistence, date })?;
+    sink.put(b"content-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\n\r\n")?;
+    if BodyRule::of(status, head_request).body {
+        sink.put(text)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_reply_is_framed_and_a_head_request_gets_no_body() {
+        let date = DateCache::default();
+        let mut buf = [0u8; 256];
+        let mut sink = FixedSink { buf: &mut buf, len: 0 };
+        let reply = TextReply {
+            status: 200,
+            text: b"ok\n",
+            persistence: Persistence::Close,
+            head_request: false,
+        };
+        put_text(&mut sink, reply, &date).unwrap();
+        let text = std::str::from_utf8(&sink.buf[..sink.len]).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\ndate: "), "{text}");
+        assert!(text.contains("\r\ncontent-length: 3\r\nconnection: close\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nok\n"), "{text}");
+        let mut sink = FixedSink { buf: &mut buf, len: 0 };
+        put_text(&mut sink, TextReply { head_request: true, ..reply }, &date).unwrap();
+        let text = std::str::from_utf8(&sink.buf[..sink.len]).unwrap();
+        assert!(text.contains("\r\ncontent-length: 3\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "{text}");
+    }
 
     #[test]
     fn error_response_is_complete_and_framed() {

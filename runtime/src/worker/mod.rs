@@ -17,6 +17,7 @@
 mod admission;
 mod conn;
 mod deadlines;
+mod probes;
 mod read;
 mod respond;
 mod slots;
@@ -91,6 +92,9 @@ pub(crate) struct Settings {
     pub quarantine: bool,
     pub fault_injection: bool,
     pub slot_sockets_max: usize,
+    /// The probe paths; empty: that probe is off.
+    pub liveness_path: Box<str>,
+    pub readiness_path: Box<str>,
 }
 
 impl Settings {
@@ -116,6 +120,8 @@ impl Settings {
             quarantine: config.quarantine,
             fault_injection: config.fault_injection,
             slot_sockets_max: config.slot_sockets_max,
+            liveness_path: config.liveness_path.as_str().into(),
+            readiness_path: config.readiness_path.as_str().into(),
         }
     }
 }
@@ -135,6 +141,8 @@ pub(crate) struct WorkerStats {
     pub client_errors: AtomicU64,
     /// Idle keep-alive connections closed to make room in a full table.
     pub idle_evictions: AtomicU64,
+    /// Probe requests (`liveness_path`, `readiness_path`) the worker answered itself.
+    pub probes: AtomicU64,
     /// The most any of this worker's arenas has held (bytes), for sizing `slot_arena_size`.
     pub arena_high_water_bytes: AtomicU64,
 }

@@ -88,6 +88,11 @@ impl Worker {
             minor_version: head.minor_version,
             head_method: head.method == "HEAD",
         };
+        if let Some(probe) = self.probe_of(head.method, head.parts.path(head.target)) {
+            let (head_len, has_body) = (head.len, head.framing != Framing::Empty);
+            self.conns[index].request = meta;
+            return self.answer_probe(index, probe, head_len, has_body);
+        }
         if let Framing::Length(length) = head.framing {
             if length > self.settings.body_bytes_max as u64 {
                 self.conns[index].request = meta;
