@@ -30,6 +30,14 @@ if ! python3 -c "import ziglang" >/dev/null 2>&1; then
   python3 -m pip install -q "ziglang==$ZIG_VERSION"
 fi
 
+# h11, the reference parser of the differential test (tests/differential.rs), at the version
+# its allow-list was written against.
+H11_VERSION=0.16.0
+if ! python3 -c "import h11; assert h11.__version__ == '$H11_VERSION'" >/dev/null 2>&1; then
+  echo "== installing h11==$H11_VERSION (pip)"
+  python3 -m pip install -q "h11==$H11_VERSION"
+fi
+
 if cargo fmt --version >/dev/null 2>&1; then
   echo "== cargo fmt --check"
   cargo fmt --all -- --check
