@@ -2,9 +2,12 @@
 //! itself without a slot, so they stay 200 while every slot is busy (the case that made a load
 //! balancer mark a saturated instance DOWN); HEAD gets no body; other methods, and a path whose
 //! probe is turned off (empty), go to the handler; hitting them allocates nothing after startup.
-//! Proven over real sockets against the `cella` binary.
+//! And the drain delay: from SIGTERM, readiness is 503 while the listener still serves (with
+//! `Connection: close`) for `drain_delay_ms`, then closes. Proven over real sockets against the
+//! `cella` binary.
 
-use std::time::Instant;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use cella_tests::{get, Client, ServerProcess, STEP_TIMEOUT};
 
@@ -80,4 +83,38 @@ fn a_probe_with_a_body_is_answered_and_the_connection_closed() {
     let answer = client.response();
     assert_eq!((answer.status, answer.header("connection")), (200, Some("close")));
     assert!(client.is_closed_by_server());
+}
+
+#[test]
+fn during_the_drain_delay_readiness_is_503_and_new_connections_are_served_then_refused() {
+    let mut server = ServerProcess::start(&["--set", "drain_delay_ms=1000"]);
+    let addr = server.addr();
+    let mut kept = Client::connect(addr);
+    assert_eq!(kept.get("/readyz").status, 200);
+    // In flight across the delay (sent before the signal; served even if accepted after it):
+    // the process is still there once the listener closes.
+    let mut sleeper = Client::connect(addr);
+    sleeper.send(b"GET /sleep/2500 HTTP/1.1\r\nhost: t\r\n\r\n");
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let signalled = Instant::now();
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_stderr("not ready"), "{}", server.stderr());
+    let served = get(addr, "/");
+    assert_eq!((served.status, served.header("connection")), (200, Some("close")));
+    let ready = get(addr, "/readyz");
+    assert_eq!((ready.status, ready.header("connection")), (503, Some("close")));
+    assert_eq!(get(addr, "/livez").status, 200, "still live");
+    let on_kept = kept.get("/");
+    assert_eq!((on_kept.status, on_kept.header("connection")), (200, Some("close")));
+    assert!(kept.is_closed_by_server());
+    assert!(signalled.elapsed() < Duration::from_millis(1000), "all of it within the delay");
+    while TcpStream::connect(addr).is_ok() {
+        assert!(Instant::now() < deadline, "the listener never closed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(signalled.elapsed() >= Duration::from_millis(1000), "not before the delay");
+    assert!(server.is_running(), "the request in flight keeps the drain going");
+    let slept = sleeper.response();
+    assert_eq!((slept.status, slept.header("connection")), (200, Some("close")));
+    assert!(server.wait_exit().success(), "{}", server.stderr());
 }

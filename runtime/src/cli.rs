@@ -203,6 +203,23 @@ fn serve(config: Config, handler: impl Handler) -> ExitCode {
     cella_arena::seal_current_thread();
     while sys::wait_shutdown_signal(Duration::from_secs(1)).is_none() {}
     eprintln!("cella: draining; a second signal exits at once");
+    if !server.drain_delay().is_zero() {
+        server.stop_ready();
+        eprintln!(
+            "cella: not ready; serving with `Connection: close` for the drain delay ({} ms)",
+            server.drain_delay().as_millis()
+        );
+        let until = Instant::now() + server.drain_delay();
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            if left.is_zero() {
+                break;
+            }
+            if sys::wait_shutdown_signal(left).is_some() {
+                eprintln!("cella: second signal: exiting without draining");
+                std::process::exit(1);
+            }
+        }
+    }
     server.begin_shutdown();
     let deadline = Instant::now() + drain_timeout;
     while !server.is_drained() {

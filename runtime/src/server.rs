@@ -134,6 +134,7 @@ impl Server {
             .map_err(|source| StartError::Io { step: "read the bound address", source })?;
         let shared = Arc::new(Shared {
             shutdown: AtomicBool::new(false),
+            unready: AtomicBool::new(false),
             stats: (0..plan.workers).map(|_| WorkerStats::default()).collect(),
             wakers: Mutex::new(Vec::with_capacity(plan.workers)),
             alive: AtomicUsize::new(plan.workers),
@@ -170,6 +171,7 @@ impl Server {
             threads,
             region: Some(region),
             drain_timeout: Duration::from_millis(self.config.drain_timeout_ms),
+            drain_delay: Duration::from_millis(self.config.drain_delay_ms),
         };
         let failed = setup_error.lock().ok().and_then(|mut error| error.take());
         if let Some(message) = failed {
@@ -215,6 +217,7 @@ pub struct RunningServer {
     threads: Vec<JoinHandle<()>>,
     region: Option<Region>,
     drain_timeout: Duration,
+    drain_delay: Duration,
 }
 
 impl RunningServer {
@@ -253,8 +256,28 @@ impl RunningServer {
     /// Stops accepting, closes idle connections, and lets in-flight requests finish (their
     /// responses say `Connection: close`). Returns at once; see [`RunningServer::is_drained`].
     pub fn begin_shutdown(&self) {
-        // Release: pairs with the Acquire load in each worker's loop.
+        // Release: pairs with the Acquire loads in each worker's loop and readiness probe.
+        self.shared.unready.store(true, Ordering::Release);
         self.shared.shutdown.store(true, Ordering::Release);
+        self.wake_workers();
+    }
+
+    /// Starts the drain delay: the readiness probe answers 503 and every response closes its
+    /// connection, while the listener keeps accepting, until [`begin_shutdown`] closes it.
+    ///
+    /// [`begin_shutdown`]: RunningServer::begin_shutdown
+    pub fn stop_ready(&self) {
+        // Release: pairs with the Acquire loads in each worker's loop and readiness probe.
+        self.shared.unready.store(true, Ordering::Release);
+        self.wake_workers();
+    }
+
+    /// `drain_delay_ms` from the configuration.
+    pub fn drain_delay(&self) -> Duration {
+        self.drain_delay
+    }
+
+    fn wake_workers(&self) {
         if let Ok(wakers) = self.shared.wakers.lock() {
             for waker in wakers.iter() {
                 let _ = waker.wake();
@@ -271,6 +294,10 @@ impl RunningServer {
     /// Drains and waits up to the configured drain deadline. `false`: requests were still in
     /// flight when it passed (the workers are left running; the process should exit).
     pub fn shutdown(mut self) -> bool {
+        if !self.drain_delay.is_zero() {
+            self.stop_ready();
+            std::thread::sleep(self.drain_delay);
+        }
         self.drain()
     }
 

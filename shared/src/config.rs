@@ -215,8 +215,13 @@ config_keys! {
     /// How long a complete request may wait for a free slot before it gets 503. 0: answer 503 at
     /// once.
     slot_wait_timeout_ms: u64 = "0";
-    /// After SIGTERM/SIGINT, how long in-flight requests may take before the process exits
-    /// anyway.
+    /// After SIGTERM/SIGINT, how long the instance goes on accepting and serving before it
+    /// closes its listener and drains: readiness answers 503 at once and every response carries
+    /// `Connection: close`, so a load balancer sees the instance leave before its listener does
+    /// (set it longer than the load balancer's check interval). 0: close the listener at once.
+    drain_delay_ms: u64 = "0";
+    /// After SIGTERM/SIGINT (and the drain delay), how long in-flight requests may take before
+    /// the process exits anyway.
     drain_timeout_ms: u64 = "10000";
     /// Value of the Retry-After header on 503 responses, in seconds.
     retry_after_s: u64 = "1";
@@ -387,7 +392,8 @@ impl Config {
             [("liveness_path", &self.liveness_path), ("readiness_path", &self.readiness_path)]
         {
             let clean = path.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
-            if !path.is_empty() && !(path.starts_with('/') && clean) {
+            let valid = path.is_empty() || (path.starts_with('/') && clean);
+            if !valid {
                 return Err(ConfigError::BadValue {
                     key: key.to_string(),
                     message: format!("`{path}` is not empty nor a path such as /livez"),

@@ -96,7 +96,7 @@ impl Worker {
         conn.phase = Phase::Idle;
         conn.request = RequestMeta::UNKNOWN;
         self.deadlines[index] = Some(self.now + self.settings.header_read_timeout);
-        conn.close_after = self.draining;
+        conn.close_after = self.draining || self.unready;
         conn.eof = false;
         conn.readable = true;
         conn.kept_alive = false;
@@ -148,6 +148,16 @@ impl Worker {
         conn.body = BodyState::None;
         self.free_conns.push(index);
         self.live_conns -= 1;
+    }
+
+    /// The instance stopped being ready (the drain delay): keep accepting and serving, but
+    /// close each connection after its current or next response, so clients move elsewhere
+    /// before the listener closes.
+    pub(super) fn become_unready(&mut self) {
+        self.unready = true;
+        for conn in self.conns.iter_mut().filter(|conn| conn.phase != Phase::Free) {
+            conn.close_after = true;
+        }
     }
 
     pub(super) fn start_drain(&mut self) {

@@ -150,6 +150,9 @@ pub(crate) struct WorkerStats {
 /// What the workers and the thread that controls them share.
 pub(crate) struct Shared {
     pub shutdown: AtomicBool,
+    /// Set at the first shutdown signal, before `shutdown` (the drain delay lies between): the
+    /// readiness probe answers 503 and every response closes its connection.
+    pub unready: AtomicBool,
     pub stats: Box<[WorkerStats]>,
     pub wakers: Mutex<Vec<Arc<Waker>>>,
     pub alive: AtomicUsize,
@@ -197,6 +200,8 @@ pub(crate) struct Worker {
     now: Instant,
     next_sweep: Instant,
     draining: bool,
+    /// This worker has seen `Shared::unready`: it still accepts, but closes after each response.
+    unready: bool,
     /// This worker's copy of `WorkerStats::arena_high_water_bytes`: the atomic is written only
     /// when this rises.
     arena_high_water_bytes: usize,
@@ -266,6 +271,7 @@ impl Worker {
             now,
             next_sweep: now + SWEEP_INTERVAL,
             draining: false,
+            unready: false,
             arena_high_water_bytes: 0,
         })
     }
@@ -278,6 +284,9 @@ impl Worker {
     pub(super) fn serve(&mut self) {
         loop {
             // Acquire: pairs with the Release store that starts the drain.
+            if !self.unready && self.shared.unready.load(Ordering::Acquire) {
+                self.become_unready();
+            }
             if !self.draining && self.shared.shutdown.load(Ordering::Acquire) {
                 self.start_drain();
             }

@@ -36,11 +36,12 @@ impl Worker {
         }
     }
 
-    /// Whether the instance takes new work: not once a drain has begun.
+    /// Whether the instance takes new work: not from the first shutdown signal on (the drain
+    /// delay, then the drain).
     fn is_ready(&self) -> bool {
-        // Acquire: pairs with the Release store that starts the drain (the worker may not have
-        // seen it in its loop yet).
-        !self.draining && !self.shared.shutdown.load(Ordering::Acquire)
+        // Acquire: pairs with the Release store of `RunningServer::stop_ready` (the worker may
+        // not have seen it in its loop yet).
+        !self.unready && !self.draining && !self.shared.unready.load(Ordering::Acquire)
     }
 
     /// Answers a probe whose head (`head_len` bytes, its request's `RequestMeta` already set) is
