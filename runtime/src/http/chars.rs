@@ -19,8 +19,13 @@ const fn alphanumeric_and(punctuation: &[u8]) -> [bool; 256] {
 /// Bytes of a token (RFC 9110 `tchar`).
 pub const TCHAR: [bool; 256] = alphanumeric_and(b"!#$%&'*+-.^_`|~");
 
-/// Bytes of a reg-name: unreserved, sub-delims and `%` (pct-encoded, RFC 3986 §3.2.2).
+/// Bytes of a reg-name: unreserved, sub-delims and `%` (pct-encoded, RFC 3986 §3.2.2; the
+/// two hex digits after `%` are checked by the caller).
 pub const REG_NAME: [bool; 256] = alphanumeric_and(b"-._~%!$&'()*+,;=");
+
+/// Bytes that may appear in a request target (RFC 3986 §2: unreserved, reserved and `%`).
+/// Not: controls, space, bytes above 0x7F, and `"<>\^`{|}`.
+pub const URI: [bool; 256] = alphanumeric_and(b"-._~:/?#[]@!$&'()*+,;=%");
 
 #[cfg(test)]
 mod tests {
@@ -32,5 +37,7 @@ mod tests {
         assert_eq!(REG_NAME.iter().filter(|&&b| b).count(), 62 + 16);
         assert!(!TCHAR[usize::from(b' ')] && !TCHAR[usize::from(b':')] && !TCHAR[0x80]);
         assert!(!REG_NAME[usize::from(b'/')] && !REG_NAME[usize::from(b'@')]);
+        assert_eq!(URI.iter().filter(|&&b| b).count(), 62 + 23);
+        assert!(!URI[usize::from(b'\\')] && !URI[usize::from(b'<')] && !URI[0xc3]);
     }
 }

@@ -1,7 +1,7 @@
 //! Request heads: httparse over a fixed header array, then the framing rules that must be
 //! strict because leniency here is what request smuggling feeds on (RFC 9112 §6).
 
-use super::chars::REG_NAME;
+use super::chars::{REG_NAME, URI};
 use super::error::ErrorKind;
 
 /// The limits a head is checked against.
@@ -293,7 +293,13 @@ pub fn split_target(method: &str, target: &str) -> Result<TargetParts, ErrorKind
             ErrorKind::BadTarget
         });
     }
-    if target.contains('#') {
+    // Only URI characters (RFC 9112 §3: anything else SHOULD be 400; a backslash or raw
+    // UTF-8 is read differently by different back ends), `%` only as `%HEXDIG HEXDIG`, and
+    // never a fragment.
+    if target.contains('#')
+        || !target.bytes().all(|b| URI[usize::from(b)])
+        || !percent_escapes_valid(target.as_bytes())
+    {
         return Err(ErrorKind::BadTarget);
     }
     if target == "*" {
@@ -325,6 +331,25 @@ pub fn split_target(method: &str, target: &str) -> Result<TargetParts, ErrorKind
     Ok(TargetParts { path, query, authority })
 }
 
+/// Every `%` starts `%HEXDIG HEXDIG` (RFC 3986 §2.1).
+fn percent_escapes_valid(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().filter(|(_, &b)| b == b'%').all(|(at, _)| {
+        matches!(bytes.get(at + 1..at + 3), Some([high, low])
+            if high.is_ascii_hexdigit() && low.is_ascii_hexdigit())
+    })
+}
+
+/// IPvFuture (RFC 3986 §3.2.2): `v` HEXDIG+ `.` ( unreserved / sub-delims / `:` )+.
+fn ip_future(literal: &[u8]) -> bool {
+    let Some((b'v' | b'V', rest)) = literal.split_first() else { return false };
+    let Some(dot) = rest.iter().position(|&b| b == b'.') else { return false };
+    let (version, tail) = (&rest[..dot], &rest[dot + 1..]);
+    !version.is_empty()
+        && version.iter().all(u8::is_ascii_hexdigit)
+        && !tail.is_empty()
+        && tail.iter().all(|&b| b != b'%' && (REG_NAME[usize::from(b)] || b == b':'))
+}
+
 /// Length of a leading `http://` or `https://` (any case).
 fn scheme_length(target: &str) -> Option<usize> {
     ["http://", "https://"].into_iter().find_map(|scheme| {
@@ -339,8 +364,8 @@ pub fn valid_authority(value: &[u8]) -> bool {
     let (host, port) = if value.first() == Some(&b'[') {
         let Some(close) = value.iter().position(|&b| b == b']') else { return false };
         let literal = &value[1..close];
-        let literal_ok = !literal.is_empty()
-            && literal.iter().all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+        let ipv6 = literal.iter().all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+        let literal_ok = !literal.is_empty() && (ipv6 || ip_future(literal));
         if !literal_ok {
             return false;
         }
@@ -349,7 +374,7 @@ pub fn valid_authority(value: &[u8]) -> bool {
         let colon = value.iter().position(|&b| b == b':').unwrap_or(value.len());
         (&value[..colon], &value[colon..])
     };
-    let host_ok = host.iter().all(|&b| REG_NAME[usize::from(b)]);
+    let host_ok = host.iter().all(|&b| REG_NAME[usize::from(b)]) && percent_escapes_valid(host);
     let port_ok = match port.split_first() {
         None => true,
         Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
@@ -450,6 +475,10 @@ mod tests {
         assert_eq!(split("OPTIONS", "*"), Ok(("*", None)));
         assert_eq!(split("GET", "*"), Err(ErrorKind::BadTarget));
         assert_eq!(split("GET", "/a#b"), Err(ErrorKind::BadTarget));
+        assert_eq!(split("GET", "/caf\u{e9}"), Err(ErrorKind::BadTarget));
+        assert_eq!(split("GET", "/a\\b"), Err(ErrorKind::BadTarget));
+        assert_eq!(split("GET", "/a%2"), Err(ErrorKind::BadTarget));
+        assert_eq!(split("GET", "/a%2F?q=%41"), Ok(("/a%2F", Some("q=%41"))));
         assert_eq!(split("GET", "http://"), Err(ErrorKind::BadTarget));
         assert_eq!(split("GET", "h:443"), Err(ErrorKind::BadTarget));
         assert_eq!(split("CONNECT", "h:443"), Err(ErrorKind::ConnectNotSupported));
@@ -460,10 +489,23 @@ mod tests {
 
     #[test]
     fn authorities() {
-        for good in ["", "a", "a.b:80", "[::1]", "[::1]:8080", "1.2.3.4:1", "a%20b"] {
+        for good in [
+            "",
+            "a",
+            "a.b:80",
+            "[::1]",
+            "[::1]:8080",
+            "1.2.3.4:1",
+            "a%20b",
+            "[v1.x]",
+            "[V1f.a:b]:1",
+        ] {
             assert!(valid_authority(good.as_bytes()), "{good:?}");
         }
-        for bad in ["a b", "a/b", "a:1:2", "a:b", "[::1", "[]", "u@h", "[::1]x", "h\x00"] {
+        for bad in [
+            "a b", "a/b", "a:1:2", "a:b", "[::1", "[]", "u@h", "[::1]x", "h\x00", "a%zz", "a%2",
+            "[v.x]", "[v1.]",
+        ] {
             assert!(!valid_authority(bad.as_bytes()), "{bad:?}");
         }
     }
