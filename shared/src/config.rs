@@ -197,7 +197,8 @@ config_keys! {
     /// Most bytes of trailer fields after a chunked body. Past it: 431.
     trailer_size_max: Size = "8KiB";
     /// Total time a client has to send a request head, from its first byte (or from the end of
-    /// the previous response). Past it: 408 and close.
+    /// the previous response), and with it a Content-Length body small enough to fit the read
+    /// buffer (such a body is read before a slot is claimed). Past it: 408 and close.
     header_read_timeout_ms: u64 = "10000";
     /// Total time a client has to send a request body once its head is complete. Past it: 408
     /// and close.
