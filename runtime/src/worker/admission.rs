@@ -100,6 +100,7 @@ impl Worker {
         conn.eof = false;
         conn.readable = true;
         conn.kept_alive = false;
+        conn.peer_closed = false;
         self.live_conns += 1;
         self.drive(index);
     }

@@ -84,6 +84,8 @@ pub(super) struct Conn {
     /// Idle after a response (not a connection that has yet to send anything): may be closed
     /// to make room when the table is full.
     pub(super) kept_alive: bool,
+    /// A readiness event reported the peer's FIN (or an error): read until end of stream.
+    pub(super) peer_closed: bool,
     pub(super) body: BodyState,
     /// Of the request being served.
     pub(super) request: RequestMeta,
@@ -121,6 +123,7 @@ impl Conn {
             eof: false,
             readable: false,
             kept_alive: false,
+            peer_closed: false,
             body: BodyState::None,
             request: RequestMeta::UNKNOWN,
         }
@@ -141,7 +144,7 @@ impl Conn {
         let Some(stream) = self.stream.as_mut() else { return false };
         while self.read_end < self.read.capacity() {
             let buf = &mut self.read.as_mut_slice()[self.read_end..];
-            let n = read_once(stream, buf, &mut self.readable, &mut self.eof);
+            let n = read_once(stream, buf, &mut self.readable, &mut self.eof, self.peer_closed);
             if n == 0 {
                 break;
             }
@@ -217,11 +220,16 @@ impl Conn {
 
 /// One read(2), edge-triggered style: returns 0 when nothing can be read until the next
 /// readiness event (a short read or EAGAIN clears `readable`), or at end of stream (`eof`).
+///
+/// `peer_closed`: the readiness event said the peer shut down its side. Its FIN came with the
+/// same edge as the last bytes, so a short read must not end reading: only the next read, which
+/// returns 0, tells the end of the stream, and no other event will come to ask for it.
 pub(super) fn read_once(
     stream: &mut TcpStream,
     buf: &mut [u8],
     readable: &mut bool,
     eof: &mut bool,
+    peer_closed: bool,
 ) -> usize {
     if !*readable || *eof || buf.is_empty() {
         return 0;
@@ -230,7 +238,7 @@ pub(super) fn read_once(
         match stream.read(buf) {
             Ok(0) => *eof = true,
             Ok(n) => {
-                *readable = n == buf.len();
+                *readable = n == buf.len() || peer_closed;
                 return n;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

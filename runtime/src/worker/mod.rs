@@ -329,6 +329,9 @@ impl Worker {
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     self.conns[index].readable = true;
                 }
+                if event.is_read_closed() || event.is_error() {
+                    self.conns[index].peer_closed = true;
+                }
                 if self.conns[index].phase == Phase::Running
                     && (event.is_error() || event.is_write_closed())
                 {

@@ -196,8 +196,13 @@ impl Worker {
                 // Read the rest straight into the arena.
                 if let Some(stream) = conn.stream.as_mut() {
                     while !buf.is_full() {
-                        let n =
-                            read_once(stream, buf.unfilled(), &mut conn.readable, &mut conn.eof);
+                        let n = read_once(
+                            stream,
+                            buf.unfilled(),
+                            &mut conn.readable,
+                            &mut conn.eof,
+                            conn.peer_closed,
+                        );
                         if n == 0 {
                             break;
                         }
