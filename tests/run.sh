@@ -60,3 +60,23 @@ echo "== no system allocation after startup (LD_PRELOAD and strace), demo app an
 cc -shared -fPIC -O2 -I runtime/include -o target/release/libapp_c.so tests/plugins/c/app.c
 tests/check/no-alloc-after-startup.sh target/release/cella target/release/libapp_c.so
 tests/check/no-alloc-after-startup.sh target/release/cella
+
+# Fuzzing (fuzz/ is its own workspace with its own target dir; docs/fuzzing.md): the seed
+# corpus and every saved regression replayed under a plain cargo test, then each libFuzzer
+# target for FUZZ_SECONDS (stable Rust; libfuzzer-sys builds libFuzzer with a C++ compiler).
+FUZZ_SECONDS=${FUZZ_SECONDS:-50}
+if ! command -v c++ >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== installing: g++"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
+  else
+    echo "missing tools: g++ (run as root to install it)" >&2
+    exit 1
+  fi
+fi
+echo "== fuzz: seeds and regressions replayed, then each target for ${FUZZ_SECONDS}s"
+cargo test --manifest-path fuzz/Cargo.toml
+for fuzz_target in head chunked response_headers; do
+  fuzz/run.sh "$fuzz_target" "$FUZZ_SECONDS"
+done
