@@ -128,11 +128,16 @@ pub fn put_frame(sink: &mut impl Sink, frame: HeadFrame<'_>) -> Result<(), Full>
     })
 }
 
-/// Whether a handler's header may be sent as given: a token name, a value without CR, LF or
-/// NUL, and not one of the framing headers the runtime owns.
+/// Whether a handler's header may be sent as given: a token name and a value that is a valid
+/// field value (no control bytes but tab, no leading or trailing whitespace).
 pub fn header_allowed(name: &str, value: &[u8]) -> bool {
     let token = !name.is_empty() && name.bytes().all(|b| TCHAR[usize::from(b)]);
-    let clean = value.iter().all(|&b| !matches!(b, b'\r' | b'\n' | 0));
+    // A field value (RFC 9110 §5.5): visible bytes, obs-text, spaces and tabs inside, no
+    // other control byte (a strict client rejects the whole response for one) and no
+    // whitespace at either end (it would not read back the same).
+    let clean = value.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+        && !matches!(value.first(), Some(b' ' | b'\t'))
+        && !matches!(value.last(), Some(b' ' | b'\t'));
     token && clean
 }
 
@@ -284,6 +289,9 @@ mod tests {
     fn header_injection_is_refused() {
         assert!(header_allowed("x-a", b"b"));
         assert!(!header_allowed("x-a", b"b\r\nset-cookie: 1"));
+        assert!(!header_allowed("x-a", b"a\x01b") && !header_allowed("x-a", b"a\x7fb"));
+        assert!(!header_allowed("x-a", b" v") && !header_allowed("x-a", b"v\t"));
+        assert!(header_allowed("x-a", b"a b\tc \xe9") && header_allowed("x-a", b""));
         assert!(!header_allowed("x a", b"b"));
         assert!(!header_allowed("", b"b"));
     }
