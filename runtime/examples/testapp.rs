@@ -36,6 +36,34 @@ impl Drop for AllocatesWhileUnwinding {
     }
 }
 
+/// Waits (suspends its request) in `drop`, as a buffered writer over a `cella::net` socket that
+/// flushes in `drop` does. While its request unwinds, the wait is refused and returns at once.
+struct SleepsInDrop(u64);
+
+impl Drop for SleepsInDrop {
+    fn drop(&mut self) {
+        cella::net::sleep(Duration::from_millis(self.0));
+    }
+}
+
+/// Reserves exactly what is left of the request's arena; the next allocation would overrun it.
+fn fill_arena(arena: &cella::Arena) -> Vec<u8> {
+    Vec::with_capacity(arena.remaining_bytes())
+}
+
+/// `count` copies of `byte`, formatted without allocating (a panic message made while the arena
+/// is spent: its bytes come from the panic reserve).
+struct Repeated(char, usize);
+
+impl std::fmt::Display for Repeated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for _ in 0..self.1 {
+            std::fmt::Write::write_char(f, self.0)?;
+        }
+        Ok(())
+    }
+}
+
 fn overrun() -> usize {
     let mut hoard: Vec<Vec<u8>> = Vec::new();
     loop {
@@ -136,5 +164,58 @@ fn main() -> std::process::ExitCode {
                 }),
             )
     };
+    let app = move || ladder_endpoints(app());
     cella::cli::main_with(std::env::args_os(), app)
+}
+
+/// Endpoints that climb the cancellation ladder (tests/ladder.rs).
+fn ladder_endpoints(router: cella::Router) -> cella::Router {
+    router
+        .get(
+            "/thread",
+            // Which worker runs the request: lets a test put two connections on one worker.
+            handler_fn(|_| Response::text(format!("{:?}", std::thread::current().id()))),
+        )
+        .get(
+            "/sleep-in-drop/{ms}",
+            handler_fn(|request| {
+                let ms = request.param("ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let _waits_in_drop = SleepsInDrop(200);
+                cella::net::sleep(Duration::from_millis(ms));
+                Response::text("slept")
+            }),
+        )
+        .get(
+            "/panic-sleep-in-drop",
+            handler_fn(|_| {
+                let _waits_in_drop = SleepsInDrop(300);
+                panic!("panicking with a value that waits in drop");
+            }),
+        )
+        .get(
+            "/panic-when-full-sleep-in-drop",
+            handler_fn(|request| {
+                let _waits_in_drop = SleepsInDrop(300);
+                let _full = fill_arena(request.arena());
+                panic!("arena full: {}", Repeated('x', 100));
+            }),
+        )
+        .get(
+            "/catch-panic-when-full-then-sleep/{ms}",
+            handler_fn(|request| {
+                // The payload of a caught panic is made while the arena is spent, so it lives in
+                // the worker's panic reserve; the handler keeps it across a suspension, while
+                // other requests on the worker panic and finish.
+                let ms = request.param("ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let full = fill_arena(request.arena());
+                let payload = std::panic::catch_unwind(|| -> () {
+                    panic!("{}", Repeated('r', 100));
+                })
+                .expect_err("it panicked");
+                drop(full); // The last arena allocation: its space comes back.
+                cella::net::sleep(Duration::from_millis(ms));
+                let message = payload.downcast_ref::<String>().map_or("(none)", |s| s.as_str());
+                Response::text(message.to_string())
+            }),
+        )
 }

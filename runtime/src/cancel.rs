@@ -3,7 +3,16 @@
 //!
 //! - **Clean**: the scheduler resumes a suspended handler with [`Wake::Cancel`]; the handler's
 //!   suspend point starts an unwind (no panic hook runs) that drops every frame's values up to
-//!   the coroutine's root, where it is caught and reported as [`Fault::Cancelled`].
+//!   the coroutine's root, where it is caught and reported as [`Fault::Cancelled`]. A task is
+//!   resumed with `Wake::Cancel` at most once: from then on every suspension point refuses
+//!   ([`Refusal::Cancelled`]), so a destructor that would wait returns at once instead, and a
+//!   handler that catches the unwind and returns still ends as `Fault::Cancelled`.
+//! - **Never suspended while unwinding**: a suspension point reached while the thread is
+//!   panicking (a panic, or a clean cancellation, is unwinding through a destructor that waits)
+//!   refuses with [`Refusal::Unwinding`]. std's panic count is per thread, not per coroutine:
+//!   another request resumed on this worker while one is mid-unwind would see
+//!   `std::thread::panicking()` true (its next overrun would be taken for an out-of-memory
+//!   panic), and a cancel delivered into that destructor would panic during cleanup (abort).
 //! - **Hard, arena spent**: the routing allocator calls [`on_arena_exhausted`] on the handler's
 //!   stack; it suspends with [`Yield::Overrun`] and the scheduler never resumes it, but abandons
 //!   the stack with `force_reset` (no destructors run; the arena is wiped instead).
@@ -70,6 +79,17 @@ pub enum Fault {
     Cancelled,
 }
 
+/// Why a suspension point returned at once instead of suspending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not on a handler's stack: there is no coroutine to suspend.
+    NotInHandler,
+    /// The thread is unwinding (a panic or a clean cancellation runs destructors).
+    Unwinding,
+    /// The request was cancelled (it caught the unwind, or a destructor runs on its way out).
+    Cancelled,
+}
+
 /// The unwind payload of a clean cancellation (zero-sized: boxing it allocates nothing).
 struct Cancelled;
 
@@ -118,6 +138,8 @@ thread_local! {
     static YIELDER: Cell<*const Yielder<Wake, Yield>> = const { Cell::new(ptr::null()) };
     /// The running task's trap context; null when none runs.
     static TRAP: Cell<*const TrapContext> = const { Cell::new(ptr::null()) };
+    /// Whether the running task has been resumed with `Wake::Cancel` (it never suspends again).
+    static CANCELLED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// One handler execution on one slot.
@@ -125,6 +147,8 @@ pub struct Task<R: 'static> {
     coroutine: Co<R>,
     trap_handler: CoroutineTrapHandler<Result<R, Fault>>,
     trap: TrapContext,
+    /// Resumed with `Wake::Cancel` once already.
+    cancelled: bool,
 }
 
 /// What `Task::resume` reports.
@@ -161,20 +185,41 @@ impl<R: 'static> Task<R> {
                 redirect: redirect::<R>,
                 stack_ptr_in_bounds: stack_ptr_in_bounds::<R>,
             },
+            cancelled: false,
         }
+    }
+
+    /// Whether this task has been resumed with `Wake::Cancel`.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled
     }
 
     /// Runs the handler until it returns, suspends or is cancelled.
     ///
     /// The task must not move while it runs (the fault handler holds a pointer to it); the
     /// runtime keeps tasks in a table that never reallocates.
+    ///
+    /// A task is resumed with `Wake::Cancel` at most once (asserted): after it, it cannot
+    /// suspend again, so it never reports `Step::Suspended`, and a value it returns is dropped
+    /// and reported as `Fault::Cancelled` (its client gets the cancellation's answer, never a
+    /// late one).
     pub fn resume(&mut self, wake: Wake) -> Step<R> {
+        assert!(
+            !(self.cancelled && wake == Wake::Cancel),
+            "a task is cancelled at most once (it cannot suspend after its cancellation)"
+        );
+        self.cancelled |= wake == Wake::Cancel;
         self.trap.handler = ptr::addr_of!(self.trap_handler).cast();
         TRAP.with(|trap| trap.set(&self.trap));
+        CANCELLED.with(|cancelled| cancelled.set(self.cancelled));
         let result = self.coroutine.resume(wake);
+        CANCELLED.with(|cancelled| cancelled.set(false));
         TRAP.with(|trap| trap.set(ptr::null()));
         YIELDER.with(|current| current.set(ptr::null()));
         match result {
+            CoroutineResult::Return(Ok(_)) if self.cancelled => {
+                Step::Finished(Err(Fault::Cancelled))
+            }
             CoroutineResult::Return(result) => Step::Finished(result),
             CoroutineResult::Yield(Yield::Wait(wait)) => Step::Suspended(wait),
             CoroutineResult::Yield(Yield::Overrun) => {
@@ -199,19 +244,25 @@ impl<R: 'static> Task<R> {
     }
 }
 
-/// Suspends the running handler until the scheduler wakes it. Must be called on a handler's
-/// stack; returns `None` when called outside one.
-pub fn suspend(wait: Wait) -> Option<Wake> {
+/// Suspends the running handler until the scheduler wakes it. Refuses, at once, outside a
+/// handler's stack, while the thread is unwinding, and once the task has been cancelled.
+pub fn suspend(wait: Wait) -> Result<Wake, Refusal> {
     let yielder = YIELDER.with(Cell::get);
     if yielder.is_null() {
-        return None;
+        return Err(Refusal::NotInHandler);
+    }
+    if std::thread::panicking() {
+        return Err(Refusal::Unwinding);
+    }
+    if CANCELLED.with(Cell::get) {
+        return Err(Refusal::Cancelled);
     }
     // SAFETY: a non-null YIELDER points at the running coroutine's yielder, which lives on its
     // stack for as long as the coroutine runs, and we are on that stack.
     let wake = unsafe { (*yielder).suspend(Yield::Wait(wait)) };
     // Other coroutines ran meanwhile and set their own yielder: put ours back.
     YIELDER.with(|current| current.set(yielder));
-    Some(wake)
+    Ok(wake)
 }
 
 /// Starts a clean cancellation: unwinds the handler's frames up to the coroutine's root.

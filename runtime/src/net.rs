@@ -3,6 +3,12 @@
 //!
 //! Sockets opened here live in a table owned by the slot, so the runtime closes them when the
 //! request ends however it ends (a hard cancel never runs the handler's destructors).
+//!
+//! Every call here that would suspend (connect, read, write, [`sleep`]) returns at once instead
+//! while the request is unwinding (a panic or a cancellation runs destructors, for instance a
+//! buffered writer flushing in `drop`) or after it was cancelled: the I/O calls fail with
+//! `ECANCELED` ([`is_cancelled`]) and `sleep` returns early. A suspended unwind would leave
+//! std's per-thread panic state set while other requests run on the worker.
 
 use std::cell::{Cell, UnsafeCell};
 use std::io::{self, Read, Write};
@@ -12,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Interest, Registry, Token};
 
-use crate::cancel::{self, Wait, Wake};
+use crate::cancel::{self, Refusal, Wait, Wake};
 
 /// The outbound sockets of one slot. Touched by the handler (through [`TcpStream`]) while it
 /// runs and by the worker only between requests.
@@ -88,18 +94,32 @@ fn current() -> io::Result<&'static SlotSockets> {
     })
 }
 
+/// Whether `error` is the refusal of a call that would have suspended a request that is
+/// unwinding or was cancelled (`ECANCELED`).
+pub fn is_cancelled(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(libc::ECANCELED)
+}
+
 /// Suspends the calling request until `wait` is satisfied. `Ok(true)`: ready; `Ok(false)`: the
 /// deadline passed.
 fn suspend(wait: Wait) -> io::Result<bool> {
     match cancel::suspend(wait) {
-        Some(Wake::Ready | Wake::Start) => Ok(true),
-        Some(Wake::TimedOut) => Ok(false),
-        Some(Wake::Cancel) => cancel::unwind_cancelled(),
-        None => Err(io::Error::new(io::ErrorKind::Unsupported, "not inside a handler")),
+        Ok(Wake::Ready | Wake::Start) => Ok(true),
+        Ok(Wake::TimedOut) => Ok(false),
+        Ok(Wake::Cancel) => cancel::unwind_cancelled(),
+        Err(Refusal::NotInHandler) => {
+            Err(io::Error::new(io::ErrorKind::Unsupported, "not inside a handler"))
+        }
+        // A raw OS error: building it allocates nothing (the arena may be spent while unwinding),
+        // and its kind is not `Interrupted`, which `write_all` and friends would retry forever.
+        Err(Refusal::Unwinding | Refusal::Cancelled) => {
+            Err(io::Error::from_raw_os_error(libc::ECANCELED))
+        }
     }
 }
 
-/// Suspends the calling request for `duration`; outside a handler it sleeps the thread.
+/// Suspends the calling request for `duration`; outside a handler it sleeps the thread. Returns
+/// early, without suspending, while the request unwinds or after it was cancelled.
 pub fn sleep(duration: Duration) {
     if !cancel::in_handler() {
         std::thread::sleep(duration);
@@ -108,7 +128,9 @@ pub fn sleep(duration: Duration) {
     let deadline = Instant::now() + duration;
     while Instant::now() < deadline {
         // Woken early only by a cancellation, which unwinds from `suspend`.
-        let _ = suspend(Wait { socket: None, deadline: Some(deadline) });
+        if suspend(Wait { socket: None, deadline: Some(deadline) }).is_err() {
+            return;
+        }
     }
 }
 

@@ -70,9 +70,6 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
 const EVENTS_CAPACITY: usize = 1024;
 /// After EMFILE/ENFILE, accepting pauses this long (the backlog waits in the kernel).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// How often a handler that catches cancellation's unwind is asked again before its stack is
-/// abandoned.
-const CANCEL_ATTEMPTS_MAX: usize = 3;
 
 /// The configuration, in the units the worker uses.
 pub(crate) struct Settings {

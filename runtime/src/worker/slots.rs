@@ -10,7 +10,7 @@ use std::time::Instant;
 use cella_arena::{Arena, Route, SlotMemory};
 
 use super::conn::Phase;
-use super::{Worker, CANCEL_ATTEMPTS_MAX};
+use super::Worker;
 use crate::cancel::{self, Fault, Step, Task, Wait, Wake};
 use crate::handler::{Handler, Response};
 use crate::http::ErrorKind;
@@ -33,6 +33,11 @@ pub(crate) struct Slot {
     pub(super) wake_at: Option<Instant>,
     pub(super) handler_deadline: Instant,
     pub(super) fail_alloc_at: u32,
+    /// The task allocated from the worker's panic reserve (a panic while its arena was spent):
+    /// the reserve is not wiped while any slot holding memory from it is in use.
+    pub(super) holds_reserve: bool,
+    /// The task ended hard (overrun, stack overflow, abandoned): its stack was never unwound.
+    pub(super) ended_hard: bool,
 }
 
 // SAFETY: a slot moves between worker threads only through the instance's slot pool, and only
@@ -62,6 +67,8 @@ impl Slot {
             wake_at: None,
             handler_deadline: Instant::now(),
             fail_alloc_at: 0,
+            holds_reserve: false,
+            ended_hard: false,
         }
     }
 }
@@ -89,18 +96,38 @@ impl Worker {
         slot.route.arena = &slot.arena;
         slot.route.reserve = &self.reserve;
         slot.sockets.enter();
+        let reserve_used_bytes = self.reserve.used_bytes();
         // SAFETY: the route and its arenas live in this worker and outlive the call; `leave`
         // runs right after the task gives control back.
         unsafe { cella_arena::enter(&slot.route) };
         let step = slot.task.as_mut().expect("a running slot has a task").resume(wake);
         cella_arena::leave();
         SlotSockets::leave();
-        if !matches!(step, Step::Suspended(_)) {
-            slot.task = None;
-            // Whatever a panic took from the reserve is no longer referenced.
-            self.reserve.wipe();
+        // A panic took memory from the reserve: the slot may keep it (a caught payload, a
+        // response body) until it is released.
+        slot.holds_reserve |= self.reserve.used_bytes() > reserve_used_bytes;
+        match step {
+            Step::Suspended(_) => {}
+            Step::Overrun | Step::Finished(Err(Fault::StackOverflow)) => {
+                slot.task = None;
+                slot.ended_hard = true;
+            }
+            Step::Finished(_) => slot.task = None,
         }
         step
+    }
+
+    /// Wipes the worker's panic reserve once no slot of this worker holds memory from it. A
+    /// panic never suspends (see `cancel`), so only ended or suspended tasks can hold it.
+    fn wipe_reserve_if_unheld(&mut self) {
+        if self.reserve.used_bytes() == 0 {
+            return;
+        }
+        let held = (0..self.slots.table().len())
+            .any(|index| self.slots.owns(index) && self.slots[index].holds_reserve);
+        if !held {
+            self.reserve.wipe();
+        }
     }
 
     /// Resumes a slot's task and deals with how it stopped.
@@ -145,19 +172,19 @@ impl Worker {
     }
 
     /// Ends a task that must not finish normally (its client is gone, the server is closing):
-    /// unwinds it, and abandons it if it will not stop.
+    /// unwinds it, once. A cancelled task cannot suspend again, so it ends during that resume;
+    /// should it not, its stack is abandoned rather than cancelled twice.
     pub(super) fn cancel_task(&mut self, slot_index: usize) {
-        for _ in 0..CANCEL_ATTEMPTS_MAX {
-            if self.slots[slot_index].task.is_none() {
-                return;
-            }
+        let Some(task) = self.slots[slot_index].task.as_ref() else { return };
+        if !task.is_cancelled() {
             // A response it still returns is dropped with the step.
             let _ = self.run_task(slot_index, Wake::Cancel);
         }
-        if let Some(task) = self.slots[slot_index].task.as_mut() {
+        let slot = &mut self.slots[slot_index];
+        if let Some(task) = slot.task.as_mut() {
             task.abandon();
-            self.slots[slot_index].task = None;
-            self.reserve.wipe();
+            slot.task = None;
+            slot.ended_hard = true;
         }
     }
 
@@ -178,6 +205,8 @@ impl Worker {
         slot.wait = None;
         slot.route.fail_countdown.set(0);
         slot.conn = usize::MAX;
+        slot.holds_reserve = false;
+        slot.ended_hard = false;
         slot.arena.wipe();
         let high_water = slot.arena.high_water_bytes();
         if high_water > self.arena_high_water_bytes {
@@ -191,6 +220,7 @@ impl Worker {
             slot.memory.arena.protect(false).expect("quarantining a slot succeeds");
         }
         self.slots.release(slot_index);
+        self.wipe_reserve_if_unheld();
         self.admit_slot_waiters();
     }
 
