@@ -39,7 +39,7 @@
 use std::alloc::Layout;
 use std::ffi::c_void;
 use std::ptr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::route::{self, Route};
 
@@ -174,10 +174,28 @@ pub fn deferred_free_counts() -> DeferredFrees {
     }
 }
 
+/// Marks a table entry whose block Rust's `System` allocator made (through the `malloc` symbol,
+/// so it is freed through the `free` symbol, as `System.dealloc` does), rather than the next
+/// allocator. Blocks are at least 2-byte aligned, so bit 0 is free for it.
+const SYSTEM_BLOCK_TAG: usize = 1;
+
+/// Set while [`release_deferred_frees`] runs: the `free` it calls for a `System` block may come
+/// back here through the exported `free`, which must not start another release.
+static RELEASING: AtomicBool = AtomicBool::new(false);
+
+/// Records `block`, made by Rust's `System` allocator before the seal and freed by Rust code
+/// inside a handler or on a sealed thread, for a later `free` (see [`defer_free`]).
+pub(crate) fn defer_system_free(block: *mut u8) {
+    defer_entry(block as usize | SYSTEM_BLOCK_TAG);
+}
+
 /// Records `block` (memory of the next allocator, freed while a handler runs) for a later
 /// `free`. Takes no lock and calls no allocator: a scan of the static table.
 fn defer_free(block: *mut c_void) {
-    let address = block as usize;
+    defer_entry(block as usize);
+}
+
+fn defer_entry(address: usize) {
     for entry in &DEFERRED_FREES {
         // Relaxed: only a hint that the entry is free; the exchange below decides.
         if entry.load(Ordering::Relaxed) != 0 {
@@ -204,6 +222,10 @@ pub fn release_deferred_frees() -> usize {
         return 0;
     }
     let next = next!(NEXT_FREE, __libc_free, fn(*mut c_void) -> ());
+    // Acquire: pairs with the Release store at the end; one release at a time.
+    if RELEASING.swap(true, Ordering::Acquire) {
+        return 0;
+    }
     let mut released = 0;
     for entry in &DEFERRED_FREES {
         // Relaxed: a cheap look first; the swap below takes the entry.
@@ -217,11 +239,21 @@ pub fn release_deferred_frees() -> usize {
         }
         DEFERRED_PENDING.fetch_sub(1, Ordering::Relaxed);
         route::count_system_call();
-        // SAFETY: only `free` and `realloc` record blocks, and only blocks outside every region
-        // that a handler gave up: memory of the next allocator, freed once (the swap took it).
-        unsafe { next(address as *mut c_void) };
+        if address & SYSTEM_BLOCK_TAG != 0 {
+            // SAFETY: only the routing allocator's `dealloc` records a tagged block, and only
+            // one outside every region, so made by Rust's `System`, which frees with free(3)
+            // on Unix; freed once (the swap took it).
+            unsafe { libc::free((address & !SYSTEM_BLOCK_TAG) as *mut c_void) };
+        } else {
+            // SAFETY: only `free` and `realloc` record untagged blocks, and only blocks outside
+            // every region that a handler gave up: memory of the next allocator, freed once
+            // (the swap took it).
+            unsafe { next(address as *mut c_void) };
+        }
         released += 1;
     }
+    // Release: pairs with the Acquire swap above.
+    RELEASING.store(false, Ordering::Release);
     released
 }
 
@@ -546,7 +578,6 @@ macro_rules! export_c_allocator {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
 
     use cella_shared::{Config, MemoryPlan};
 
@@ -600,12 +631,9 @@ mod tests {
         let mut region = Region::map(&plan, RegionOptions::default()).unwrap();
         let worker = region.carve().remove(0);
         let arena = &worker.slots[0].1;
-        let route = Route {
-            arena,
-            reserve: &worker.panic_reserve,
-            on_exhausted: spent,
-            fail_countdown: Cell::new(0),
-        };
+        let mut route = Route::new(spent);
+        route.arena = arena;
+        route.reserve = &worker.panic_reserve;
         let before = route::sealed_system_calls();
         route::seal_current_thread();
         // SAFETY: `route` and its arenas outlive the `leave` in `Handler::drop` below.

@@ -6,6 +6,9 @@
 //! [`RoutingAlloc`] global allocator sends every allocation made while a handler runs to that
 //! handler's arena, and counts every system allocation made by a *sealed* thread outside one.
 //!
+//! Memory that must outlive a request goes to the [`state`] heap, a span of the region with an
+//! allocator that frees, shared by every worker.
+//!
 //! Values placed in an arena never have their `Drop` run by the arena: memory is reclaimed by
 //! the wipe. Anything that must be released (a file descriptor, a reactor registration) is
 //! released by the runtime from a table it owns, never by `Drop` of arena memory.
@@ -21,6 +24,7 @@ pub mod cmalloc;
 mod collections;
 mod region;
 mod route;
+pub mod state;
 mod sys;
 
 pub use arena::{AllocError, Arena};
@@ -29,7 +33,9 @@ pub use region::{
     Buffer, ConnectionMemory, Region, RegionError, RegionOptions, SlotMemory, Span, WorkerMemory,
 };
 pub use route::{
-    enter, leave, seal_current_thread, sealed_system_calls, unseal_current_thread, Route,
-    RoutingAlloc,
+    begin_target, end_target, enter, guard_began, guard_ended, leave, placed_in_state,
+    register_held, seal_current_thread, sealed_system_calls, unregister_held,
+    unseal_current_thread, HeldLock, Placement, Route, RoutingAlloc, SavedTarget, Target,
+    HELD_LOCKS_MAX,
 };
 pub use sys::page_size;

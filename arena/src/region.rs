@@ -9,6 +9,7 @@ use memmap2::{MmapMut, MmapOptions};
 
 use crate::arena::Arena;
 use crate::route;
+use crate::state;
 use crate::sys::{self, Protection};
 
 /// A span of the region: a pointer and a length. It is plain data; whoever holds it may only
@@ -115,6 +116,8 @@ pub struct Region {
     map: MmapMut,
     plan: MemoryPlan,
     registry_index: usize,
+    /// The state heap installed over the region's last `state_heap_size` bytes.
+    state_heap_index: Option<usize>,
     carved: bool,
 }
 
@@ -135,7 +138,8 @@ impl Region {
         }
         let registry_index = route::register_region(map.as_ptr() as usize, len)
             .ok_or_else(|| fail("register", io::Error::other("too many regions in one process")))?;
-        let region = Region { map, plan: *plan, registry_index, carved: false };
+        let mut region =
+            Region { map, plan: *plan, registry_index, state_heap_index: None, carved: false };
         for worker in region.layout() {
             for slot in &worker.slots {
                 slot.guard.protect(false).map_err(|e| fail("protect the guard pages of", e))?;
@@ -144,7 +148,23 @@ impl Region {
                 }
             }
         }
+        if plan.state_heap_size > 0 {
+            // SAFETY: the span is the region's last `state_heap_size` bytes, which `layout`
+            // never hands to another owner; `Drop` uninstalls the heap before the unmap.
+            let index = unsafe { state::install(region.state_heap_span()) };
+            let too_many = || io::Error::other("too many state heaps in one process");
+            region.state_heap_index =
+                Some(index.ok_or_else(|| fail("set up the state heap of", too_many()))?);
+        }
         Ok(region)
+    }
+
+    /// The state heap's span: the region's last `state_heap_size` bytes (see
+    /// [`crate::state`]).
+    pub fn state_heap_span(&self) -> Span {
+        let len = usize::try_from(self.plan.state_heap_size).expect("the plan fits in memory");
+        let end = self.map.as_ptr() as usize + self.map.len();
+        Span::new((end - len) as *mut u8, len)
     }
 
     pub fn plan(&self) -> &MemoryPlan {
@@ -192,7 +212,7 @@ impl Region {
         let plan = &self.plan;
         let mut cursor = Carver {
             next: self.map.as_ptr() as usize,
-            end: self.map.as_ptr() as usize + self.map.len(),
+            end: self.state_heap_span().ptr.as_ptr() as usize,
         };
         let mut workers: Vec<WorkerLayout> = (0..plan.workers)
             .map(|_| WorkerLayout {
@@ -225,6 +245,9 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        if let Some(index) = self.state_heap_index.take() {
+            state::uninstall(index);
+        }
         route::unregister_region(self.registry_index);
     }
 }
@@ -287,6 +310,7 @@ mod tests {
                 spans.extend([*read, *write]);
             }
         }
+        spans.push(region.state_heap_span());
         let total: usize = spans.iter().map(|s| s.len).sum();
         assert_eq!(total, region.as_span().len);
         spans.sort_by_key(|s| s.ptr.as_ptr() as usize);

@@ -245,6 +245,11 @@ config_keys! {
     /// Per-worker reserve for a panic that starts when the arena is full: the panic's own
     /// allocations come from here, so it still ends as a 500.
     panic_reserve_size: Size = "64KiB";
+    /// The state heap: one span of the region, shared by every worker, with an allocator that
+    /// frees, for memory that outlives a request (`cella::persist`, and everything allocated
+    /// while a `cella::sync` lock is held). Running out is an allocation failure of the request
+    /// that asked: 500. At least 64KiB.
+    state_heap_size: Size = "16MiB";
     /// Outbound sockets one slot may hold at once.
     slot_sockets_max: usize = "4";
     /// Test mode: honour the `x-cella-fail-alloc: K` request header, which fails the K-th
@@ -337,6 +342,7 @@ impl Config {
             ("connection_read_buffer_size", self.connection_read_buffer_size),
             ("connection_write_buffer_size", self.connection_write_buffer_size),
             ("panic_reserve_size", self.panic_reserve_size),
+            ("state_heap_size", self.state_heap_size),
         ] {
             if size.0 > limits::REGION_SIZE_MAX {
                 return Err(ConfigError::BadValue {
@@ -353,6 +359,12 @@ impl Config {
             return fail(format!(
                 "slot_stack_size must be at least {}",
                 format_size(limits::SLOT_STACK_SIZE_MIN)
+            ));
+        }
+        if self.state_heap_size.0 < limits::STATE_HEAP_SIZE_MIN {
+            return fail(format!(
+                "state_heap_size must be at least {}",
+                format_size(limits::STATE_HEAP_SIZE_MIN)
             ));
         }
         if self.slot_arena_size.0 < limits::SLOT_ARENA_SIZE_MIN {
@@ -543,6 +555,7 @@ mod tests {
             "connection_read_buffer_size",
             "connection_write_buffer_size",
             "panic_reserve_size",
+            "state_heap_size",
         ] {
             let mut config = Config::default();
             config.set(key, "65GiB", "a flag").unwrap();
@@ -562,13 +575,24 @@ mod tests {
         config.connections_max = 1;
         // One worker (64KiB signal stack + 64KiB reserve), one connection (8KiB + 8KiB), one
         // slot (4KiB guard + 256KiB stack + arena) = 64GiB.
-        let arena = limits::REGION_SIZE_MAX - (128 << 10) - (16 << 10) - (260 << 10);
+        // The state heap (16MiB by default) lies in the region too.
+        let arena = limits::REGION_SIZE_MAX - (128 << 10) - (16 << 10) - (260 << 10) - (16 << 20);
         config.slot_arena_size = Size(arena);
         let plan = config.validate(4096).expect("exactly the limit is valid");
         assert_eq!(plan.total_bytes, limits::REGION_SIZE_MAX);
         config.slot_arena_size = Size(arena + 1);
         let error = config.validate(4096).unwrap_err();
         assert!(error.to_string().contains("the memory plan needs"), "{error}");
+    }
+
+    #[test]
+    fn a_state_heap_below_its_minimum_is_refused_and_the_minimum_is_accepted() {
+        let mut config = Config::default();
+        config.state_heap_size = Size(limits::STATE_HEAP_SIZE_MIN);
+        config.validate(4096).expect("the minimum is valid");
+        config.state_heap_size = Size(limits::STATE_HEAP_SIZE_MIN - 1);
+        let error = config.validate(4096).unwrap_err();
+        assert!(error.to_string().contains("state_heap_size must be at least 64KiB"), "{error}");
     }
 
     #[test]

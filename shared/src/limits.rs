@@ -28,6 +28,10 @@ pub const REGION_SIZE_MAX: u64 = 64 << 30;
 /// each of them on `dealloc`, so this is kept small.
 pub const REGIONS_MAX: usize = 16;
 
+/// Smallest state heap: its allocator's tables (a few hundred bytes, checked against talc's own
+/// minimum in `cella_arena::state`) and room for some state.
+pub const STATE_HEAP_SIZE_MIN: u64 = 64 << 10;
+
 /// Smallest connection buffer: a request line, a few headers, and a response head must fit.
 pub const CONNECTION_BUFFER_SIZE_MIN: u64 = 1 << 10;
 

@@ -2,7 +2,7 @@
 //!
 //! The region is laid out as, in address order:
 //! `[signal stack | panic reserve] × workers`, `[guard page | stack | arena] × slots`,
-//! `[read buffer | write buffer] × connections`. Every span starts on a page boundary, so the
+//! `[read buffer | write buffer] × connections`, then the state heap. Every span starts on a page boundary, so the
 //! guard pages can be protected and the arenas quarantined page by page.
 
 use std::fmt;
@@ -25,6 +25,8 @@ pub struct MemoryPlan {
     pub write_buffer_size: u64,
     pub signal_stack_size: u64,
     pub panic_reserve_size: u64,
+    /// The state heap, shared by every worker (`state_heap_size`); last in the region.
+    pub state_heap_size: u64,
     pub total_bytes: u64,
 }
 
@@ -106,6 +108,7 @@ impl MemoryPlan {
             )?,
             signal_stack_size: page("the signal stack", limits::SIGNAL_STACK_SIZE)?,
             panic_reserve_size: page("panic_reserve_size", config.panic_reserve_size.0)?,
+            state_heap_size: page("state_heap_size", config.state_heap_size.0)?,
             total_bytes: 0,
         };
         plan.total_bytes = plan.checked_total()?;
@@ -115,8 +118,13 @@ impl MemoryPlan {
     /// The region's size computed from its parts, every step checked.
     fn checked_total(&self) -> Result<u64, PlanOverflow> {
         sum(
-            &[self.workers_bytes()?, self.slots_bytes()?, self.connections_bytes()?],
-            "the memory plan (workers, slots and connections together)",
+            &[
+                self.workers_bytes()?,
+                self.slots_bytes()?,
+                self.connections_bytes()?,
+                self.state_heap_size,
+            ],
+            "the memory plan (workers, slots, connections and the state heap together)",
         )
     }
 
@@ -169,7 +177,7 @@ impl fmt::Display for MemoryPlan {
         write!(
             f,
             "{} slots × ({} guard + {} stack + {} arena) + {} connections × ({} read + {} write) \
-             + {} workers × ({} signal stack + {} panic reserve) = {} ({} bytes)",
+             + {} workers × ({} signal stack + {} panic reserve) + {} state heap = {} ({} bytes)",
             self.slots,
             format_size(self.guard_size),
             format_size(self.slot_stack_size),
@@ -180,6 +188,7 @@ impl fmt::Display for MemoryPlan {
             self.workers,
             format_size(self.signal_stack_size),
             format_size(self.panic_reserve_size),
+            format_size(self.state_heap_size),
             format_size(self.total_bytes),
             self.total_bytes,
         )
@@ -199,7 +208,8 @@ mod tests {
         let plan = MemoryPlan::new(&config, 2, 4096).unwrap();
         let expected = 4 * (4096 + (256 << 10) + (1 << 20))
             + 10 * (8192 + 8192)
-            + 2 * ((64 << 10) + (64 << 10));
+            + 2 * ((64 << 10) + (64 << 10))
+            + (16 << 20);
         assert_eq!(plan.total_bytes, expected);
         assert!(plan.to_string().contains("4 slots"));
     }
@@ -218,12 +228,13 @@ mod tests {
 
     #[test]
     fn every_size_key_is_rounded_with_a_check() {
-        let setters: [(&str, fn(&mut Config)); 5] = [
+        let setters: [(&str, fn(&mut Config)); 6] = [
             ("slot_stack_size", |c| c.slot_stack_size = Size(u64::MAX)),
             ("slot_arena_size", |c| c.slot_arena_size = Size(u64::MAX)),
             ("connection_read_buffer_size", |c| c.connection_read_buffer_size = Size(u64::MAX)),
             ("connection_write_buffer_size", |c| c.connection_write_buffer_size = Size(u64::MAX)),
             ("panic_reserve_size", |c| c.panic_reserve_size = Size(u64::MAX)),
+            ("state_heap_size", |c| c.state_heap_size = Size(u64::MAX)),
         ];
         for (key, set) in setters {
             let mut config = Config::default();

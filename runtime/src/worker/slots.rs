@@ -52,12 +52,7 @@ impl Slot {
         Slot {
             memory,
             arena,
-            route: Route {
-                arena: std::ptr::null(),
-                reserve: std::ptr::null(),
-                on_exhausted: cancel::on_arena_exhausted,
-                fail_countdown: std::cell::Cell::new(0),
-            },
+            route: Route::new(cancel::on_arena_exhausted),
             sockets,
             task: None,
             response: None,
@@ -204,6 +199,9 @@ impl Worker {
         slot.sockets.close_all();
         slot.wait = None;
         slot.route.fail_countdown.set(0);
+        // Before the wipe: a lock the request still holds (a hard cancel ran no destructor) is
+        // released and poisoned, and it may live in the arena or on the abandoned stack.
+        slot.route.end_request();
         slot.conn = usize::MAX;
         slot.holds_reserve = false;
         slot.ended_hard = false;

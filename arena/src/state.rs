@@ -1,0 +1,513 @@
+//! The state heap: memory that outlives a request.
+//!
+//! A fixed span of the region (`state_heap_size`) managed by a general-purpose allocator that
+//! frees ([talc](https://docs.rs/talc), ADR 0004), shared by every worker. The routing allocator
+//! sends an allocation here while the running code asked for it (`cella::persist`, or while it
+//! holds a `cella::sync` lock), and sends every `dealloc`/`realloc` of a pointer inside the span
+//! back here, whichever thread makes it and whatever it is routed to then.
+//!
+//! Running out is an ordinary allocation failure: [`StateHeap::alloc`] returns null and the
+//! routing allocator turns that into the request's overrun (500), exactly like a spent arena.
+//!
+//! **Synchronisation.** One spinlock per heap, held only for the allocator's own operation
+//! (`allocate`, `deallocate`, grow or shrink in place: bounded work over talc's bins, no user
+//! code, no allocation, no I/O, no panic), never across user code and never across a
+//! suspension. A spinner yields its CPU (`sched_yield`) after [`SPINS_BEFORE_YIELD`] tries, so a
+//! holder preempted by the kernel costs waiters a timeslice, not a livelock. The one way a holder
+//! could stop for good while holding it would be a fault on its own stack (a slot's stack
+//! overflowing inside the allocator): before taking the lock, [`probe_stack`] touches
+//! [`STACK_HEADROOM_BYTES`] below the caller, so an overflow happens there, before the lock.
+//!
+//! Several regions may live in one process (tests); each registers its heap in [`HEAPS`] by
+//! address range, and allocations go to the most recently installed one.
+
+use std::alloc::Layout;
+use std::cell::UnsafeCell;
+use std::hint;
+use std::mem::MaybeUninit;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use cella_shared::limits::{REGIONS_MAX, STATE_HEAP_SIZE_MIN as CONFIG_STATE_HEAP_SIZE_MIN};
+use talc::base::Talc;
+use talc::source::Manual;
+use talc::DefaultBinning;
+
+use crate::region::Span;
+
+/// Tries at the spinlock before each `sched_yield`.
+pub const SPINS_BEFORE_YIELD: u32 = 128;
+
+/// Stack bytes touched below the caller before the heap's lock is taken: more than talc's
+/// deepest call chain needs, in a debug build too (about 1 KiB measured in release).
+pub const STACK_HEADROOM_BYTES: usize = 16 << 10;
+
+/// The smallest state heap talc can claim (its bin table lives inside the heap).
+pub const STATE_HEAP_SIZE_MIN: usize = talc::min_first_heap_size::<DefaultBinning>();
+
+// The configuration's minimum must be enough for talc's first claim.
+const _: () = assert!(STATE_HEAP_SIZE_MIN as u64 <= CONFIG_STATE_HEAP_SIZE_MIN);
+
+/// One state heap: its address range, its lock and its allocator.
+pub struct StateHeap {
+    /// `[start, end)`, 0 while the entry is free.
+    start: AtomicUsize,
+    end: AtomicUsize,
+    locked: AtomicBool,
+    talc: UnsafeCell<Talc<Manual, DefaultBinning>>,
+    /// Bytes handed out and not freed (layout sizes).
+    used_bytes: AtomicU64,
+    /// The most `used_bytes` has been.
+    high_water_bytes: AtomicU64,
+    /// Allocations refused because the heap was full.
+    failures: AtomicU64,
+}
+
+// SAFETY: `talc` is only reached through `with_lock`, which holds `locked` (Acquire on taking it,
+// Release on dropping it) for the whole access; everything else is atomics.
+unsafe impl Sync for StateHeap {}
+
+impl StateHeap {
+    const fn new() -> StateHeap {
+        StateHeap {
+            start: AtomicUsize::new(0),
+            end: AtomicUsize::new(0),
+            locked: AtomicBool::new(false),
+            talc: UnsafeCell::new(Talc::new(Manual)),
+            used_bytes: AtomicU64::new(0),
+            high_water_bytes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    fn is_installed(&self) -> bool {
+        // Acquire: pairs with the Release stores in `install`.
+        self.start.load(Ordering::Acquire) != 0
+    }
+
+    #[inline]
+    fn contains(&self, address: usize) -> bool {
+        // Acquire: pairs with the Release stores in `install`.
+        let start = self.start.load(Ordering::Acquire);
+        start != 0 && address >= start && address < self.end.load(Ordering::Acquire)
+    }
+
+    /// Runs `f` on the allocator with the lock held. `f` is one of talc's own operations: it
+    /// runs no user code, allocates nothing and does not panic.
+    #[inline]
+    fn with_lock<R>(&self, f: impl FnOnce(&mut Talc<Manual, DefaultBinning>) -> R) -> R {
+        probe_stack();
+        let mut spins = 0u32;
+        // Acquire: pairs with the Release store below, so the previous holder's changes to the
+        // allocator's metadata are visible.
+        while self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spins += 1;
+            if spins >= SPINS_BEFORE_YIELD {
+                spins = 0;
+                // SAFETY: sched_yield(2) takes no arguments and cannot fail on Linux.
+                unsafe { libc::sched_yield() };
+            } else {
+                hint::spin_loop();
+            }
+        }
+        // SAFETY: the lock is held, so this is the only reference to the allocator.
+        let result = f(unsafe { &mut *self.talc.get() });
+        // Release: pairs with the Acquire exchange above.
+        self.locked.store(false, Ordering::Release);
+        result
+    }
+
+    fn account(&self, grown: usize, shrunk: usize) {
+        // Relaxed (all): statistics.
+        if grown > 0 {
+            let used = self.used_bytes.fetch_add(grown as u64, Ordering::Relaxed) + grown as u64;
+            self.high_water_bytes.fetch_max(used, Ordering::Relaxed);
+        }
+        if shrunk > 0 {
+            self.used_bytes.fetch_sub(shrunk as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Allocates `layout` from this heap; null when it is full. Never panics, takes only the
+    /// heap's spinlock.
+    ///
+    /// # Safety
+    /// `layout.size()` is non-zero (the `GlobalAlloc` contract).
+    pub unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: non-zero size (our contract).
+        let block = self.with_lock(|talc| unsafe { talc.allocate(layout) });
+        match block {
+            Some(block) => {
+                self.account(layout.size(), 0);
+                block.as_ptr()
+            }
+            None => {
+                // Relaxed: a statistic.
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                ptr::null_mut()
+            }
+        }
+    }
+
+    /// Frees a block of this heap.
+    ///
+    /// # Safety
+    /// `block` was allocated by this heap with `layout` and is not used afterwards.
+    pub unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        // SAFETY: forwarded from our contract.
+        self.with_lock(|talc| unsafe { talc.deallocate(block, layout) });
+        self.account(0, layout.size());
+    }
+
+    /// Resizes a block of this heap in place; whether it could.
+    ///
+    /// # Safety
+    /// `block` was allocated by this heap with `layout`; `new_size` is non-zero.
+    pub unsafe fn resize_in_place(&self, block: *mut u8, layout: Layout, new_size: usize) -> bool {
+        // SAFETY: forwarded from our contract.
+        let resized =
+            self.with_lock(|talc| unsafe { talc.try_realloc_in_place(block, layout, new_size) });
+        if resized {
+            self.account(
+                new_size.saturating_sub(layout.size()),
+                layout.size().saturating_sub(new_size),
+            );
+        }
+        resized
+    }
+}
+
+/// One heap per possible region.
+static HEAPS: [StateHeap; REGIONS_MAX] = [const { StateHeap::new() }; REGIONS_MAX];
+
+/// The index + 1 of the heap new state allocations go to; 0: none installed.
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Touches the stack `STACK_HEADROOM_BYTES` below the caller, page by page from the top, so
+/// that a slot stack about to overflow faults here rather than inside the heap's lock.
+#[inline(never)]
+fn probe_stack() {
+    let mut room = MaybeUninit::<[u8; STACK_HEADROOM_BYTES]>::uninit();
+    let base = room.as_mut_ptr().cast::<u8>();
+    let mut offset = STACK_HEADROOM_BYTES;
+    while offset > 0 {
+        offset = offset.saturating_sub(4096);
+        // SAFETY: `base + offset` lies inside `room`, a local of this frame; writing a byte to
+        // uninitialised memory we own is sound.
+        unsafe { ptr::write_volatile(base.add(offset), 0) };
+    }
+    hint::black_box(&room);
+}
+
+/// Makes `span` a state heap and the one new state allocations go to; its index, or `None`
+/// when every entry is taken or the span is too small.
+///
+/// # Safety
+/// `span` is valid, writable memory used by nothing else until [`uninstall`] of the returned
+/// index, which must come before the memory is unmapped.
+pub unsafe fn install(span: Span) -> Option<usize> {
+    if span.len < STATE_HEAP_SIZE_MIN {
+        return None;
+    }
+    for (index, heap) in HEAPS.iter().enumerate() {
+        // Claim the entry through its lock: a free entry's lock is never held for long.
+        let claimed = heap.with_lock(|talc| {
+            // Relaxed: `start` is only written under this lock.
+            if heap.start.load(Ordering::Relaxed) != 0 {
+                return false;
+            }
+            *talc = Talc::new(Manual);
+            // SAFETY: the span is ours alone until `uninstall` (our contract).
+            unsafe { talc.claim(span.ptr.as_ptr(), span.len) }.is_some()
+        });
+        if !claimed {
+            continue;
+        }
+        // Relaxed (all three): statistics of a fresh heap.
+        heap.used_bytes.store(0, Ordering::Relaxed);
+        heap.high_water_bytes.store(0, Ordering::Relaxed);
+        heap.failures.store(0, Ordering::Relaxed);
+        // Release (both): pair with the Acquire loads in `contains`; the range is published
+        // before any block of the heap is handed out (that needs `ACTIVE`, stored after).
+        heap.end.store(span.end(), Ordering::Release);
+        heap.start.store(span.ptr.as_ptr() as usize, Ordering::Release);
+        // Release: pairs with the Acquire load in `active`.
+        ACTIVE.store(index + 1, Ordering::Release);
+        return Some(index);
+    }
+    None
+}
+
+/// Ends the heap `index` (its region is about to be unmapped). New state allocations go to
+/// another installed heap, if there is one.
+pub fn uninstall(index: usize) {
+    let heap = &HEAPS[index];
+    let other = HEAPS.iter().position(|other| !ptr::eq(other, heap) && other.is_installed());
+    let replacement = other.map_or(0, |other| other + 1);
+    // AcqRel: whoever allocates next sees another heap, or none, rather than this one.
+    let _ = ACTIVE.compare_exchange(index + 1, replacement, Ordering::AcqRel, Ordering::Relaxed);
+    heap.with_lock(|talc| {
+        *talc = Talc::new(Manual);
+        // Release (both): pair with the Acquire loads in `contains`.
+        heap.start.store(0, Ordering::Release);
+        heap.end.store(0, Ordering::Release);
+    });
+}
+
+/// The heap new state allocations go to, if one is installed.
+#[inline]
+pub(crate) fn active() -> Option<&'static StateHeap> {
+    // Acquire: pairs with the Release store in `install`.
+    match ACTIVE.load(Ordering::Acquire) {
+        0 => None,
+        index => Some(&HEAPS[index - 1]),
+    }
+}
+
+/// The heap `address` lies in, if any.
+#[inline]
+pub(crate) fn owner_of(address: usize) -> Option<&'static StateHeap> {
+    HEAPS.iter().find(|heap| heap.contains(address))
+}
+
+/// What the active state heap holds and has refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateHeapStats {
+    /// Bytes allocated and not freed (as asked for: talc's overhead is not counted).
+    pub used_bytes: u64,
+    /// The most `used_bytes` has been.
+    pub high_water_bytes: u64,
+    /// Allocations refused because the heap was full (each one a 500, or a null for C).
+    pub failures: u64,
+}
+
+/// The active state heap's statistics (zeros when none is installed).
+pub fn stats() -> StateHeapStats {
+    let Some(heap) = active() else { return StateHeapStats::default() };
+    // Relaxed (all): statistics.
+    StateHeapStats {
+        used_bytes: heap.used_bytes.load(Ordering::Relaxed),
+        high_water_bytes: heap.high_water_bytes.load(Ordering::Relaxed),
+        failures: heap.failures.load(Ordering::Relaxed),
+    }
+}
+
+/// Whether `address` lies in a state heap.
+pub fn is_state_heap_memory(address: usize) -> bool {
+    owner_of(address).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::alloc::GlobalAlloc;
+
+    use cella_shared::{Config, MemoryPlan};
+
+    use crate::region::{Region, RegionOptions};
+    use crate::route::{self, Route, Target};
+    use crate::{cmalloc, RoutingAlloc};
+
+    /// A heap of its own over leaked memory; uninstalled when dropped.
+    struct TestHeap(usize);
+
+    impl TestHeap {
+        fn new(bytes: usize) -> TestHeap {
+            let memory: &'static mut [u8] = Vec::leak(vec![0u8; bytes]);
+            // SAFETY: leaked memory, used by this heap alone, never freed.
+            let index = unsafe { install(Span::new(memory.as_mut_ptr(), memory.len())) };
+            TestHeap(index.expect("a free heap entry"))
+        }
+
+        fn heap(&self) -> &'static StateHeap {
+            &HEAPS[self.0]
+        }
+    }
+
+    impl Drop for TestHeap {
+        fn drop(&mut self) {
+            uninstall(self.0);
+        }
+    }
+
+    #[test]
+    fn state_heap_blocks_never_overlap_stay_in_bounds_and_are_reused_after_free() {
+        let test_heap = TestHeap::new(256 << 10);
+        let heap = test_heap.heap();
+        let mut blocks: Vec<(usize, Layout)> = Vec::new();
+        for round in 0..2 {
+            for size in (1..200).map(|i| i * 37 % 1500 + 1) {
+                let layout = Layout::from_size_align(size, 1 << (size % 6)).unwrap();
+                // SAFETY: non-zero size.
+                let block = unsafe { heap.alloc(layout) };
+                assert!(!block.is_null(), "round {round}: {size} bytes fit");
+                assert!(heap.contains(block as usize) && heap.contains(block as usize + size - 1));
+                assert_eq!(block as usize % layout.align(), 0);
+                blocks.push((block as usize, layout));
+            }
+            let mut sorted = blocks.clone();
+            sorted.sort_by_key(|(start, _)| *start);
+            for pair in sorted.windows(2) {
+                assert!(pair[0].0 + pair[0].1.size() <= pair[1].0, "blocks overlap");
+            }
+            for (block, layout) in blocks.drain(..) {
+                // SAFETY: allocated above with this layout, freed once.
+                unsafe { heap.dealloc(block as *mut u8, layout) };
+            }
+            assert_eq!(heap.used_bytes.load(Ordering::Relaxed), 0);
+        }
+    }
+
+    #[test]
+    fn a_full_state_heap_refuses_with_null_and_counts_it() {
+        let test_heap = TestHeap::new(64 << 10);
+        let heap = test_heap.heap();
+        let layout = Layout::from_size_align(128 << 10, 8).unwrap();
+        // SAFETY: non-zero size.
+        assert!(unsafe { heap.alloc(layout) }.is_null());
+        assert_eq!(heap.failures.load(Ordering::Relaxed), 1);
+        let small = Layout::from_size_align(1024, 8).unwrap();
+        // SAFETY: non-zero size; freed once.
+        unsafe {
+            let block = heap.alloc(small);
+            assert!(!block.is_null(), "a refusal leaves the heap usable");
+            heap.dealloc(block, small);
+        }
+    }
+
+    #[test]
+    fn a_heap_too_small_for_talc_is_not_installed() {
+        let memory: &'static mut [u8] = Vec::leak(vec![0u8; 64]);
+        // SAFETY: leaked memory.
+        assert!(unsafe { install(Span::new(memory.as_mut_ptr(), memory.len())) }.is_none());
+    }
+
+    unsafe fn spent(_: Layout) -> ! {
+        std::process::abort()
+    }
+
+    /// A one-slot region (which installs a state heap) and a route over its arena.
+    fn with_route(f: impl FnOnce(&Route)) {
+        let mut config = Config::default();
+        config.slots = 1;
+        config.connections_max = 1;
+        config.state_heap_size = cella_shared::config::Size(256 << 10);
+        let plan = MemoryPlan::new(&config, 1, crate::page_size() as u64).unwrap();
+        let mut region = Region::map(&plan, RegionOptions::default()).unwrap();
+        let worker = region.carve().remove(0);
+        let mut route = Route::new(spent);
+        route.arena = &worker.slots[0].1;
+        route.reserve = &worker.panic_reserve;
+        // SAFETY: the route and its arenas outlive the `leave` below.
+        unsafe { route::enter(&route) };
+        f(&route);
+        route::leave();
+    }
+
+    const SMALL: Layout = match Layout::from_size_align(100, 8) {
+        Ok(layout) => layout,
+        Err(_) => panic!("a valid layout"),
+    };
+
+    #[test]
+    fn persisted_allocations_land_in_a_state_heap_and_are_freed_there_from_anywhere() {
+        with_route(|route| {
+            let arena = || route.arena;
+            // SAFETY (all): non-zero sizes; each block freed once with its layout; the route is
+            // entered again before `with_route` leaves it.
+            unsafe {
+                let in_arena = RoutingAlloc.alloc(SMALL);
+                assert!((*arena()).contains(in_arena));
+                let saved = route::begin_target(Target::State);
+                let mut persisted = RoutingAlloc.alloc(SMALL);
+                let nested = route::begin_target(Target::Arena);
+                let scratch = RoutingAlloc.alloc(SMALL);
+                route::end_target(nested);
+                route::end_target(saved);
+                assert!(is_state_heap_memory(persisted as usize));
+                assert!((*arena()).contains(scratch), "in_arena nests");
+                let again = RoutingAlloc.alloc(SMALL);
+                assert!((*arena()).contains(again), "persist ended");
+                // Grown by a handler outside `persist`: it stays a state-heap block.
+                persisted = RoutingAlloc.realloc(persisted, SMALL, 4000);
+                assert!(is_state_heap_memory(persisted as usize));
+                let heap = owner_of(persisted as usize).expect("a state heap block");
+                let used = heap.used_bytes.load(Ordering::Relaxed);
+                // Freed outside any handler, with no route: back to its heap.
+                route::leave();
+                RoutingAlloc.dealloc(persisted, Layout::from_size_align(4000, 8).unwrap());
+                assert_eq!(heap.used_bytes.load(Ordering::Relaxed), used - 4000);
+                route::enter(route);
+            }
+        });
+    }
+
+    #[test]
+    fn a_guard_taken_inside_in_arena_wins_and_a_closure_inside_a_guard_wins() {
+        // This thread's own placement (no route): pure bookkeeping.
+        let outer = route::begin_target(Target::Arena);
+        assert!(!route::placed_in_state());
+        let guard = route::guard_began();
+        assert!(route::placed_in_state(), "a lock taken inside in_arena persists");
+        let inner = route::begin_target(Target::Arena);
+        assert!(!route::placed_in_state(), "in_arena inside a guard");
+        route::end_target(inner);
+        assert!(route::placed_in_state());
+        route::guard_ended(guard);
+        assert!(!route::placed_in_state());
+        route::end_target(outer);
+        let first = route::guard_began();
+        let second = route::guard_began();
+        route::guard_ended(first);
+        assert!(route::placed_in_state(), "guards may be dropped in any order");
+        route::guard_ended(second);
+        assert!(!route::placed_in_state());
+    }
+
+    #[test]
+    fn a_held_lock_is_released_by_end_request_and_not_after_it_was_unregistered() {
+        static RELEASED: AtomicU64 = AtomicU64::new(0);
+        unsafe fn release(_lock: *const (), token: u64) {
+            RELEASED.fetch_add(token, Ordering::Relaxed);
+        }
+        with_route(|route| {
+            let held =
+                |token| route::HeldLock { lock: ptr::null(), token, release_poisoned: release };
+            // SAFETY: the fake lock is never dereferenced.
+            let first = unsafe { route::register_held(held(1)) }.unwrap().unwrap();
+            // SAFETY: as above.
+            unsafe { route::register_held(held(10)) }.unwrap().unwrap();
+            assert!(route::unregister_held(first, 1));
+            assert!(!route::unregister_held(first, 1), "once");
+            route::guard_began();
+            route.end_request();
+            assert_eq!(RELEASED.load(Ordering::Relaxed), 10, "only the lock still held");
+            assert!(!route::placed_in_state(), "the placement is reset");
+        });
+    }
+
+    #[test]
+    fn a_system_block_freed_or_grown_in_a_handler_never_reaches_the_system_allocator() {
+        // SAFETY (all): non-zero sizes; each block freed once.
+        let (freed, grown) = unsafe { (RoutingAlloc.alloc(SMALL), RoutingAlloc.alloc(SMALL)) };
+        let before = cmalloc::deferred_free_counts().deferred;
+        with_route(|route| {
+            route::seal_current_thread();
+            let calls = route::sealed_system_calls();
+            // SAFETY: system blocks made above with SMALL.
+            unsafe {
+                RoutingAlloc.dealloc(freed, SMALL);
+                let moved = RoutingAlloc.realloc(grown, SMALL, 1000);
+                assert!(route.arena.as_ref().unwrap().contains(moved), "moved into the arena");
+            }
+            assert_eq!(route::sealed_system_calls(), calls, "no system call in a handler");
+            route::unseal_current_thread();
+        });
+        // Both frees wait in the table (released at drain, or by a later test's release).
+        assert!(cmalloc::deferred_free_counts().deferred >= before + 2, "both frees deferred");
+    }
+}
