@@ -16,7 +16,8 @@
 //! ```
 //!
 //! Link with `#[global_allocator] static A: cella::RoutingAlloc = cella::RoutingAlloc;` so that
-//! ordinary allocations inside handlers land in the slot's arena.
+//! ordinary allocations inside handlers land in the slot's arena. State that outlives a request
+//! goes to the state heap: build it inside [`persist`], or while holding a [`sync::Mutex`].
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -32,6 +33,8 @@ mod pool;
 mod router;
 mod server;
 mod slot_request;
+mod state;
+pub mod sync;
 mod sys;
 mod worker;
 
@@ -40,6 +43,7 @@ pub use cella_shared::{Config, ConfigError, MemoryPlan};
 pub use handler::{handler_fn, Body, Handler, Method, Params, Request, Response, StatusCode, Text};
 pub use router::Router;
 pub use server::{fds_needed, RunningServer, Server, StartError, Stats};
+pub use state::{allocations_persist, in_arena, persist, state_heap_stats, StateHeapStats};
 
 /// Descriptors open in this process (Linux: /proc/self/fd), for tests and diagnostics.
 pub fn open_fd_count() -> std::io::Result<usize> {

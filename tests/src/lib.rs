@@ -231,6 +231,18 @@ impl Client {
         self.response()
     }
 
+    /// One request with `method` and a Content-Length `body`; its response.
+    pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Response {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body);
+        self.send(&bytes);
+        self.response()
+    }
+
     fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 16384];
         match self.stream.read(&mut chunk) {

@@ -1,0 +1,144 @@
+//! State that outlives a request (issue 10), observed from outside the process through the
+//! `kv` example: a `cella::sync::Mutex<HashMap>` built at startup whose entries are inserted,
+//! replaced and removed by handlers (so they live in the state heap), with `?pad=` requests that
+//! overrun their arena while holding the lock. On the old design the entries were arena memory
+//! wiped after each request (GET returned NUL bytes, another request's bytes, or hung the worker
+//! in a corrupted table) and an overrun while holding a lock left it held forever. Here every
+//! write is read back, under concurrent clients, with overruns interleaved, in quarantine mode
+//! too, and the server makes no system allocator call between its ready line and its drain.
+
+use std::thread;
+
+use cella_tests::{Client, ServerProcess, SMALL};
+
+fn kv(env: &[(&str, &str)]) -> ServerProcess {
+    let mut args = vec!["serve"];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&["--workers", "2", "--set", "state_heap_size=4MiB"]);
+    ServerProcess::start_binary("kv", &args, env)
+}
+
+/// A value whose bytes say which key and which write they belong to, long enough to need more
+/// than one allocation size class.
+fn value(key: usize, version: usize) -> Vec<u8> {
+    let mut value = format!("key {key} version {version} ").into_bytes();
+    value.resize(64 + (key * 37) % 700, b'a' + (key % 26) as u8);
+    value
+}
+
+fn stat(client: &mut Client, name: &str) -> u64 {
+    let stats = client.get("/stats").text();
+    let line = stats.lines().find_map(|line| line.strip_prefix(&format!("{name} ")));
+    line.and_then(|n| n.trim().parse().ok()).unwrap_or_else(|| panic!("no {name}: {stats}"))
+}
+
+#[test]
+fn put_then_get_returns_the_value_across_many_requests_and_delete_removes_it() {
+    let mut server = kv(&[]);
+    let mut client = Client::connect(server.addr());
+    for round in 0..3 {
+        for key in 0..200 {
+            let put = client.request("PUT", &format!("/kv/k{key}"), &value(key, round));
+            assert_eq!(put.status, 204, "round {round}, key {key}");
+        }
+        for key in 0..200 {
+            let got = client.get(&format!("/kv/k{key}"));
+            assert_eq!(got.status, 200, "round {round}, key {key}");
+            assert_eq!(got.body, value(key, round), "round {round}, key {key}");
+        }
+    }
+    for key in (0..200).step_by(2) {
+        assert_eq!(client.request("DELETE", &format!("/kv/k{key}"), b"").status, 204);
+    }
+    for key in 0..200 {
+        let got = client.get(&format!("/kv/k{key}"));
+        let expected = if key % 2 == 0 { 404 } else { 200 };
+        assert_eq!(got.status, expected, "key {key}");
+    }
+    assert_eq!(stat(&mut client, "keys"), 100);
+    drop(client);
+    assert_eq!(server.terminate_and_count_system_allocations(), 0);
+}
+
+/// `clients` threads, each writing its own keys and reading them back, every fourth request of
+/// each an overrun while holding the store's lock (500); afterwards every last write is there.
+fn concurrent_writes_survive_overruns(env: &[(&str, &str)]) {
+    let mut server = kv(env);
+    let addr = server.addr();
+    let (clients, keys, rounds) = (4, 40, 3);
+    let threads: Vec<_> = (0..clients)
+        .map(|client_index| {
+            thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                let mut overruns = 0;
+                for round in 0..rounds {
+                    for key in (0..keys).map(|k| client_index * keys + k) {
+                        let path = format!("/kv/k{key}");
+                        assert_eq!(client.request("PUT", &path, &value(key, round)).status, 204);
+                        if key % 4 == 0 {
+                            // 1 MiB in a 256 KiB arena, with the lock held.
+                            assert_eq!(client.get(&format!("{path}?pad=1024")).status, 500);
+                            overruns += 1;
+                        }
+                        assert_eq!(client.get(&path).body, value(key, round), "key {key}");
+                    }
+                }
+                overruns
+            })
+        })
+        .collect();
+    let overruns: u64 = threads.into_iter().map(|t| t.join().expect("a client thread")).sum();
+    let mut client = Client::connect(addr);
+    for key in 0..clients * keys {
+        let got = client.get(&format!("/kv/k{key}"));
+        assert_eq!((got.status, got.body), (200, value(key, rounds - 1)), "key {key}");
+    }
+    assert_eq!(stat(&mut client, "keys"), (clients * keys) as u64);
+    assert_eq!(
+        stat(&mut client, "recovered_poisons"),
+        overruns,
+        "each overrun left the lock poisoned for the next holder, never held"
+    );
+    assert_eq!(stat(&mut client, "state_heap_failures"), 0);
+    drop(client);
+    assert_eq!(server.terminate_and_count_system_allocations(), 0);
+}
+
+#[test]
+fn concurrent_clients_with_overruns_interleaved_keep_every_write() {
+    concurrent_writes_survive_overruns(&[]);
+}
+
+#[test]
+fn concurrent_clients_with_overruns_keep_every_write_in_quarantine_mode() {
+    concurrent_writes_survive_overruns(&[("CELLA_QUARANTINE", "true")]);
+}
+
+#[test]
+fn a_full_state_heap_fails_only_the_request_that_asked() {
+    let mut server = kv(&[]);
+    let mut client = Client::connect(server.addr());
+    // 60 KiB values into a 4 MiB heap: it fills after about 68 of them.
+    let big = vec![b'x'; 60 << 10];
+    let mut stored = 0;
+    let mut refused = 0;
+    for key in 0..100 {
+        match client.request("PUT", &format!("/kv/big{key}"), &big).status {
+            204 => stored += 1,
+            500 => refused += 1,
+            other => panic!("PUT big{key}: {other}"),
+        }
+    }
+    assert!(stored > 30 && refused > 0, "stored {stored}, refused {refused}");
+    assert!(stat(&mut client, "state_heap_failures") >= refused);
+    for key in 0..stored {
+        assert_eq!(client.get(&format!("/kv/big{key}")).body.len(), big.len(), "big{key}");
+    }
+    for key in 0..stored {
+        assert_eq!(client.request("DELETE", &format!("/kv/big{key}"), b"").status, 204);
+    }
+    assert_eq!(client.request("PUT", "/kv/after", &big).status, 204, "the space came back");
+    assert_eq!(client.get("/kv/after").body, big);
+    drop(client);
+    assert_eq!(server.terminate_and_count_system_allocations(), 0);
+}
