@@ -8,13 +8,18 @@
 //! too, and the server makes no system allocator call between its ready line and its drain.
 
 use std::thread;
+use std::time::Instant;
 
-use cella_tests::{Client, ServerProcess, SMALL};
+use cella_tests::{Client, ServerProcess, SMALL, STEP_TIMEOUT};
 
 fn kv(env: &[(&str, &str)]) -> ServerProcess {
+    kv_with_workers(env, "2")
+}
+
+fn kv_with_workers(env: &[(&str, &str)], workers: &str) -> ServerProcess {
     let mut args = vec!["serve"];
     args.extend_from_slice(SMALL);
-    args.extend_from_slice(&["--workers", "2", "--set", "state_heap_size=4MiB"]);
+    args.extend_from_slice(&["--workers", workers, "--set", "state_heap_size=4MiB"]);
     ServerProcess::start_binary("kv", &args, env)
 }
 
@@ -140,5 +145,28 @@ fn a_full_state_heap_fails_only_the_request_that_asked() {
     assert_eq!(client.request("PUT", "/kv/after", &big).status, 204, "the space came back");
     assert_eq!(client.get("/kv/after").body, big);
     drop(client);
+    assert_eq!(server.terminate_and_count_system_allocations(), 0);
+}
+
+#[test]
+fn a_request_waiting_for_the_lock_is_suspended_so_its_worker_serves_the_holder_and_others() {
+    // One worker: if waiting blocked the worker, the holder (suspended on the same worker)
+    // could never finish, nor could anything else be served.
+    let mut server = kv_with_workers(&[], "1");
+    let addr = server.addr();
+    let mut holder = Client::connect(addr);
+    holder.send(b"GET /kv/a?hold_ms=300 HTTP/1.1\r\nhost: t\r\n\r\n");
+    let mut observer = Client::connect(addr);
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while observer.get("/locked").text() != "1" {
+        assert!(Instant::now() < deadline, "the holder never took the lock");
+    }
+    let mut waiter = Client::connect(addr);
+    waiter.send(b"PUT /kv/b HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n\r\nvalue");
+    assert_eq!(observer.get("/locked").text(), "1", "served while one holds and one waits");
+    assert_eq!(waiter.response().status, 204, "the waiter got the lock once it was released");
+    assert_eq!(holder.response().status, 404);
+    assert_eq!(observer.get("/kv/b").body, b"value");
+    drop((holder, observer, waiter));
     assert_eq!(server.terminate_and_count_system_allocations(), 0);
 }

@@ -7,6 +7,8 @@
 //! curl -X DELETE localhost:8080/kv/greeting                      # 204
 //! curl 'localhost:8080/kv/greeting?pad=4096'                     # 500: 4 MiB past the arena
 //! curl localhost:8080/stats                                      # requests, keys, poisonings
+//! curl 'localhost:8080/kv/greeting?hold_ms=500'                  # holds the lock 500 ms
+//! curl localhost:8080/locked                                     # 1 while someone holds it
 //! ```
 //!
 //! The store is a `cella::sync::Mutex<HashMap<..>>`: while its guard is held, everything the
@@ -18,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, TryLockError};
 
 use cella::sync::{Mutex, MutexGuard};
 use cella::{handler_fn, Request, Response, Router, StatusCode};
@@ -49,7 +51,13 @@ fn lock(store: &Store) -> MutexGuard<'_, HashMap<String, Vec<u8>>> {
 fn get<'a>(store: &Store, request: &Request<'a>) -> Response<'a> {
     let key = request.param("key").unwrap_or("");
     let pad_kib: usize = request.query_param("pad").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let hold_ms: u64 = request.query_param("hold_ms").and_then(|v| v.parse().ok()).unwrap_or(0);
     let map = lock(store);
+    if hold_ms > 0 {
+        // Holds the lock while suspended: other requests that want it wait, suspended too,
+        // and the worker serves everything else meanwhile.
+        cella::net::sleep(std::time::Duration::from_millis(hold_ms));
+    }
     if pad_kib > 0 {
         // Scratch memory while holding the lock: the arena, not the state heap.
         cella::in_arena(|| {
@@ -95,7 +103,8 @@ fn app() -> Router {
     // Built before the server starts: the map's first table comes from the system heap, and
     // its later growth and frees never call the system allocator (they happen under the lock).
     let store: Arc<Store> = Arc::new(Mutex::new(HashMap::new()));
-    let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store);
+    let (s1, s2, s3, s5) = (store.clone(), store.clone(), store.clone(), store.clone());
+    let s4 = store;
     Router::new()
         .get(
             "/kv/{key}",
@@ -116,6 +125,14 @@ fn app() -> Router {
             handler_fn(move |request| {
                 REQUESTS.fetch_add(1, Ordering::Relaxed);
                 delete(&s3, request)
+            }),
+        )
+        .get(
+            "/locked",
+            handler_fn(move |_| {
+                // Without taking the lock: whether someone holds it now.
+                let held = matches!(s5.try_lock(), Err(TryLockError::WouldBlock));
+                Response::text(if held { "1" } else { "0" })
             }),
         )
         .get("/stats", handler_fn(move |_| stats(&s4)))
