@@ -123,3 +123,20 @@ fn a_caught_panic_payload_in_the_reserve_survives_other_requests_panicking_on_it
     assert_eq!(response.text(), "r".repeat(100), "the payload was not wiped under its holder");
     assert_every_worker_answers(&mut server);
 }
+
+#[test]
+fn a_thousand_hard_cancels_with_a_file_open_leave_the_fd_count_flat() {
+    let path = std::env::temp_dir().join(format!("cella-ladder-{}.bin", std::process::id()));
+    std::fs::write(&path, vec![7u8; 2 << 20]).expect("a 2 MB file");
+    let mut server = testapp(&["--slot-arena", "1MiB"]);
+    let mut client = Client::connect(server.addr());
+    assert_eq!(client.get("/").status, 200);
+    let fds_before = server.fd_count();
+    let request = format!("/read-file?path={}", path.display());
+    for _ in 0..1000 {
+        assert_eq!(client.get(&request).status, 500, "2 MB does not fit a 1 MiB arena");
+    }
+    assert_eq!(server.fd_count(), fds_before, "each file was closed by the runtime");
+    assert_every_worker_answers(&mut server);
+    let _ = std::fs::remove_file(&path);
+}

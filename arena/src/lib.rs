@@ -21,6 +21,7 @@ compile_error!(
 
 mod arena;
 pub mod cmalloc;
+pub mod fds;
 mod collections;
 mod region;
 mod route;

@@ -13,6 +13,9 @@ use cella::{handler_fn, Response};
 #[global_allocator]
 static ALLOCATOR: cella::RoutingAlloc = cella::RoutingAlloc;
 
+// Descriptors a handler opens are its slot's: closed by the runtime when it ends hard.
+cella_arena::export_fd_hooks!();
+
 /// How many `Tracked` values have been dropped.
 static DROPS: AtomicU64 = AtomicU64::new(0);
 
@@ -171,6 +174,18 @@ fn main() -> std::process::ExitCode {
 /// Endpoints that climb the cancellation ladder (tests/ladder.rs).
 fn ladder_endpoints(router: cella::Router) -> cella::Router {
     router
+        .get(
+            "/read-file",
+            // `std::fs::read` sizes its buffer from the file's length: a file larger than the
+            // arena is opened, then the request is cancelled hard with the file open.
+            handler_fn(|request| {
+                let path = request.query_param("path").expect("?path=FILE");
+                match std::fs::read(path) {
+                    Ok(bytes) => Response::text(bytes.len().to_string()),
+                    Err(error) => Response::text(error.to_string()),
+                }
+            }),
+        )
         .get(
             "/thread",
             // Which worker runs the request: lets a test put two connections on one worker.

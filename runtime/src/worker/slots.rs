@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use cella_arena::fds::{self, FdTable};
 use cella_arena::{Arena, Route, SlotMemory};
 
 use super::conn::Phase;
@@ -24,6 +25,8 @@ pub(crate) struct Slot {
     pub(super) arena: Arena,
     pub(super) route: Route,
     pub(super) sockets: SlotSockets,
+    /// Descriptors the current request opened through libc (`cella_arena::fds`).
+    pub(super) fds: FdTable,
     pub(super) task: Option<Task<Response<'static>>>,
     /// Kept until the response's bytes are written, then dropped before the wipe.
     pub(super) response: Option<Response<'static>>,
@@ -54,6 +57,7 @@ impl Slot {
             arena,
             route: Route::new(cancel::on_arena_exhausted),
             sockets,
+            fds: FdTable::new(),
             task: None,
             response: None,
             request: None,
@@ -91,12 +95,15 @@ impl Worker {
         slot.route.arena = &slot.arena;
         slot.route.reserve = &self.reserve;
         slot.sockets.enter();
+        // SAFETY: the table lives in the slot, which does not move; `leave` follows the resume.
+        unsafe { fds::enter(&slot.fds) };
         let reserve_used_bytes = self.reserve.used_bytes();
         // SAFETY: the route and its arenas live in this worker and outlive the call; `leave`
         // runs right after the task gives control back.
         unsafe { cella_arena::enter(&slot.route) };
         let step = slot.task.as_mut().expect("a running slot has a task").resume(wake);
         cella_arena::leave();
+        fds::leave();
         SlotSockets::leave();
         // A panic took memory from the reserve: the slot may keep it (a caught payload, a
         // response body) until it is released.
@@ -196,7 +203,17 @@ impl Worker {
         debug_assert!(slot.task.is_none(), "a slot is released only after its task ended");
         slot.response = None;
         slot.request = None;
+        // The sockets' descriptors are in the fd table too: closed with it entered, they leave
+        // it, so nothing is closed twice (a number closed twice may be another worker's by then).
+        // SAFETY: the table lives in the slot; `leave` follows at once.
+        unsafe { fds::enter(&slot.fds) };
         slot.sockets.close_all();
+        fds::leave();
+        if slot.ended_hard {
+            slot.fds.close_all(); // The handler's destructors never ran.
+        } else {
+            slot.fds.forget_all(); // What it left open, it kept on purpose.
+        }
         slot.wait = None;
         slot.route.fail_countdown.set(0);
         // Before the wipe: a lock the request still holds (a hard cancel ran no destructor) is

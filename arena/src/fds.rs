@@ -1,0 +1,626 @@
+//! Descriptors a handler opens belong to its slot.
+//!
+//! A hard cancel (arena overrun, stack overflow) abandons the handler's stack without running
+//! its destructors, so a `std::fs::File` or a plugin's `socket` open on that stack would never
+//! be closed. While a handler runs, its worker thread has an *fd table* (one per slot, a fixed
+//! array of [`SLOT_FDS_MAX`] entries): every descriptor created on that thread through libc
+//! (`open`, `openat`, `creat`, `socket`, `socketpair`, `accept`, `accept4`, `pipe`, `pipe2`,
+//! `dup`, `dup2`, `dup3`, `fcntl(F_DUPFD*)`, `eventfd`, `epoll_create*`, `timerfd_create`,
+//! `signalfd`, `memfd_create`, `inotify_init*`) is recorded there, and `close` forgets it. When
+//! the request ends hard the runtime closes what is left ([`FdTable::close_all`]); when it ends
+//! otherwise (its destructors ran) the table is only forgotten, so a descriptor a handler
+//! deliberately keeps (a log file in a `static`) stays open.
+//!
+//! The binary opts in with [`export_fd_hooks!`](crate::export_fd_hooks), which defines those C
+//! symbols in the executable: Rust's std is linked statically and its calls (`open64` for
+//! `File::open`, `socket`, `accept4`, `fcntl` for `try_clone`, ...) bind to them at link time;
+//! exporting them dynamically (`-Wl,--export-dynamic-symbol=...`, as `runtime/build.rs` does for
+//! `cella`) makes `dlopen`ed plugins bind to them too. Each hook makes the system call glibc's
+//! wrapper makes (`syscall(2)`, which sets `errno`) and returns its result unchanged: these
+//! functions *are* the C interface, so `-1` and `errno` are their contract.
+//!
+//! Limits (docs/architecture.md): a descriptor made by a raw `syscall`, inside libc without going
+//! through its exported symbol, or on another thread is not recorded; a handler that closes a
+//! recorded descriptor behind libc's back (a raw `close` syscall) and whose request then ends
+//! hard may have the runtime close a reused number. `dup2`/`dup3` onto a descriptor that was
+//! already open (redirecting stdout, say) does not make that descriptor the slot's. When the
+//! table is full the descriptor is left unrecorded and counted ([`untracked_count`]).
+
+use std::cell::Cell;
+use std::ffi::{c_char, c_int, c_long, c_uint, c_ulong};
+use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The C types of the hooks' signatures, for [`export_fd_hooks!`](crate::export_fd_hooks).
+pub use libc::{sigset_t, sockaddr, socklen_t};
+
+/// Descriptors one request may have open and recorded at once: 256 bytes per slot.
+pub const SLOT_FDS_MAX: usize = 64;
+
+const FREE: c_int = -1;
+
+/// The descriptors a slot's current request opened and has not closed.
+pub struct FdTable {
+    entries: [Cell<c_int>; SLOT_FDS_MAX],
+    /// Entries in use: recording and forgetting skip the scan when it is 0.
+    len: Cell<usize>,
+}
+
+impl Default for FdTable {
+    fn default() -> FdTable {
+        FdTable::new()
+    }
+}
+
+thread_local! {
+    /// The fd table of the handler running on this thread, or null.
+    static CURRENT: Cell<*const FdTable> = const { Cell::new(ptr::null()) };
+}
+
+/// Descriptors a handler created while its table was full (never closed by the runtime).
+static UNTRACKED: AtomicU64 = AtomicU64::new(0);
+
+/// Descriptors created while a handler ran that its slot's table could not record.
+pub fn untracked_count() -> u64 {
+    // Relaxed: a statistic.
+    UNTRACKED.load(Ordering::Relaxed)
+}
+
+/// Records this thread's descriptors in `table` until [`leave`].
+///
+/// # Safety
+/// `table` must stay valid (and not move) until `leave` is called on this thread.
+pub unsafe fn enter(table: *const FdTable) {
+    CURRENT.with(|current| current.set(table));
+}
+
+/// Ends [`enter`]: descriptors are no longer recorded.
+pub fn leave() {
+    CURRENT.with(|current| current.set(ptr::null()));
+}
+
+fn current() -> Option<&'static FdTable> {
+    // SAFETY: a non-null CURRENT is valid until `leave` on this thread (contract of `enter`),
+    // and the reference does not outlive the hook that reads it.
+    unsafe { CURRENT.with(Cell::get).as_ref() }
+}
+
+impl FdTable {
+    pub const fn new() -> FdTable {
+        FdTable { entries: [const { Cell::new(FREE) }; SLOT_FDS_MAX], len: Cell::new(0) }
+    }
+
+    /// Descriptors recorded now.
+    pub fn len(&self) -> usize {
+        self.len.get()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len.get() == 0
+    }
+
+    fn contains(&self, fd: c_int) -> bool {
+        self.len.get() > 0 && self.entries.iter().any(|entry| entry.get() == fd)
+    }
+
+    fn record(&self, fd: c_int) {
+        if fd < 0 {
+            return;
+        }
+        match self.entries.iter().find(|entry| entry.get() == FREE) {
+            Some(entry) => {
+                entry.set(fd);
+                self.len.set(self.len.get() + 1);
+            }
+            // Relaxed: a statistic.
+            None => drop(UNTRACKED.fetch_add(1, Ordering::Relaxed)),
+        }
+    }
+
+    fn forget(&self, fd: c_int) {
+        if self.len.get() == 0 || fd < 0 {
+            return;
+        }
+        if let Some(entry) = self.entries.iter().find(|entry| entry.get() == fd) {
+            entry.set(FREE);
+            self.len.set(self.len.get() - 1);
+        }
+    }
+
+    /// Forgets every descriptor without closing it (the request ended with its destructors run;
+    /// what it still holds open, it keeps on purpose).
+    pub fn forget_all(&self) {
+        if self.len.get() > 0 {
+            self.entries.iter().for_each(|entry| entry.set(FREE));
+            self.len.set(0);
+        }
+    }
+
+    /// Closes every recorded descriptor (the request ended hard); returns how many.
+    pub fn close_all(&self) -> usize {
+        let mut closed = 0;
+        if self.len.get() > 0 {
+            for entry in &self.entries {
+                let fd = entry.replace(FREE);
+                if fd != FREE {
+                    // SAFETY: close(2) of a descriptor this request created and did not close
+                    // through libc; its result does not matter (the number is released either way).
+                    unsafe { libc::syscall(libc::SYS_close, fd) };
+                    closed += 1;
+                }
+            }
+            self.len.set(0);
+        }
+        closed
+    }
+}
+
+/// Records `result` (a new descriptor, or -1) in the running handler's table.
+fn track(result: c_long) -> c_int {
+    let fd = result as c_int;
+    if fd >= 0 {
+        if let Some(table) = current() {
+            table.record(fd);
+        }
+    }
+    fd
+}
+
+/// Records both descriptors of a pair that `result == 0` says were written to `fds`.
+///
+/// # Safety
+/// `fds` is the two-element array the call was given.
+unsafe fn track_pair(result: c_long, fds: *mut c_int) -> c_int {
+    if result == 0 {
+        if let Some(table) = current() {
+            // SAFETY: the call succeeded, so the kernel wrote both descriptors to `fds`.
+            unsafe {
+                table.record(*fds);
+                table.record(*fds.add(1));
+            }
+        }
+    }
+    result as c_int
+}
+
+/// Whether `fd` is open now (`fcntl(F_GETFD)` succeeds), for `dup2`/`dup3` onto it.
+fn is_open(fd: c_int) -> bool {
+    // SAFETY: F_GETFD reads the descriptor's flags and changes nothing (fcntl(2)).
+    unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD) >= 0 }
+}
+
+/// `dup2`/`dup3` made `new` a copy: it becomes the slot's unless it was already open and not
+/// the slot's (then the handler replaced someone else's descriptor, which stays theirs).
+fn track_dup_onto(result: c_long, new: c_int, was_open: bool) -> c_int {
+    if result >= 0 {
+        if let Some(table) = current() {
+            if !was_open || table.contains(new) {
+                table.forget(new);
+                table.record(new);
+            }
+        }
+    }
+    result as c_int
+}
+
+/// The C functions [`export_fd_hooks!`](crate::export_fd_hooks) exports. Each has the contract
+/// of the libc function of the same name (its man page): the caller passes what that function
+/// takes.
+pub mod hooks {
+    use super::*;
+
+    /// # Safety
+    /// As open(2).
+    pub unsafe fn openat(dir: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+        // SAFETY: forwarded unchanged to the system call (open(2)).
+        track(unsafe { libc::syscall(libc::SYS_openat, dir, path, flags, mode) })
+    }
+
+    /// # Safety
+    /// As open(2).
+    pub unsafe fn open(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+        // SAFETY: as `openat` with the current directory.
+        unsafe { openat(libc::AT_FDCWD, path, flags, mode) }
+    }
+
+    /// # Safety
+    /// As creat(2).
+    pub unsafe fn creat(path: *const c_char, mode: c_uint) -> c_int {
+        let flags = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
+        // SAFETY: creat(2) is open(2) with these flags.
+        unsafe { openat(libc::AT_FDCWD, path, flags, mode) }
+    }
+
+    /// # Safety
+    /// As socket(2).
+    pub unsafe fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int {
+        // SAFETY: integer arguments only (socket(2)).
+        track(unsafe { libc::syscall(libc::SYS_socket, domain, kind, protocol) })
+    }
+
+    /// # Safety
+    /// As socketpair(2): `fds` points at two writable ints.
+    pub unsafe fn socketpair(
+        domain: c_int,
+        kind: c_int,
+        protocol: c_int,
+        fds: *mut c_int,
+    ) -> c_int {
+        // SAFETY: forwarded unchanged (socketpair(2)).
+        let result = unsafe { libc::syscall(libc::SYS_socketpair, domain, kind, protocol, fds) };
+        // SAFETY: `fds` is the array the call filled.
+        unsafe { track_pair(result, fds) }
+    }
+
+    /// # Safety
+    /// As accept4(2).
+    pub unsafe fn accept4(
+        fd: c_int,
+        address: *mut libc::sockaddr,
+        length: *mut libc::socklen_t,
+        flags: c_int,
+    ) -> c_int {
+        // SAFETY: forwarded unchanged (accept4(2)).
+        track(unsafe { libc::syscall(libc::SYS_accept4, fd, address, length, flags) })
+    }
+
+    /// # Safety
+    /// As pipe2(2): `fds` points at two writable ints.
+    pub unsafe fn pipe2(fds: *mut c_int, flags: c_int) -> c_int {
+        // SAFETY: forwarded unchanged (pipe2(2)).
+        let result = unsafe { libc::syscall(libc::SYS_pipe2, fds, flags) };
+        // SAFETY: `fds` is the array the call filled.
+        unsafe { track_pair(result, fds) }
+    }
+
+    /// # Safety
+    /// As dup(2).
+    pub unsafe fn dup(fd: c_int) -> c_int {
+        // SAFETY: an integer argument (dup(2)).
+        track(unsafe { libc::syscall(libc::SYS_dup, fd) })
+    }
+
+    /// # Safety
+    /// As dup3(2) (`flags` 0 is dup2(2) for distinct descriptors).
+    pub unsafe fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+        let was_open = is_open(new);
+        // SAFETY: integer arguments (dup3(2)).
+        let result = unsafe { libc::syscall(libc::SYS_dup3, old, new, flags) };
+        track_dup_onto(result, new, was_open)
+    }
+
+    /// # Safety
+    /// As dup2(2).
+    pub unsafe fn dup2(old: c_int, new: c_int) -> c_int {
+        if old == new {
+            // dup2(2): returns `new` if `old` is valid and does nothing else; dup3 would refuse.
+            return if is_open(old) { new } else { set_errno(libc::EBADF) };
+        }
+        // SAFETY: dup2 of distinct descriptors is dup3 with no flags.
+        unsafe { dup3(old, new, 0) }
+    }
+
+    /// # Safety
+    /// As fcntl(2): `arg` is the command's third argument (an int or a pointer, both passed in
+    /// a general register on x86_64, so one `c_ulong` carries either).
+    pub unsafe fn fcntl(fd: c_int, command: c_int, arg: c_ulong) -> c_int {
+        // SAFETY: forwarded unchanged (fcntl(2)); the kernel reads `arg` as the command needs.
+        let result = unsafe { libc::syscall(libc::SYS_fcntl, fd, command, arg) };
+        if command == libc::F_DUPFD || command == libc::F_DUPFD_CLOEXEC {
+            return track(result);
+        }
+        result as c_int
+    }
+
+    /// # Safety
+    /// As eventfd(2).
+    pub unsafe fn eventfd(initial: c_uint, flags: c_int) -> c_int {
+        // SAFETY: integer arguments (eventfd2(2)).
+        track(unsafe { libc::syscall(libc::SYS_eventfd2, initial, flags) })
+    }
+
+    /// # Safety
+    /// As epoll_create1(2).
+    pub unsafe fn epoll_create1(flags: c_int) -> c_int {
+        // SAFETY: an integer argument (epoll_create1(2)).
+        track(unsafe { libc::syscall(libc::SYS_epoll_create1, flags) })
+    }
+
+    /// # Safety
+    /// As epoll_create(2) (the size is ignored by the kernel but must be positive).
+    pub unsafe fn epoll_create(size: c_int) -> c_int {
+        if size <= 0 {
+            return set_errno(libc::EINVAL);
+        }
+        // SAFETY: as `epoll_create1` with no flags.
+        unsafe { epoll_create1(0) }
+    }
+
+    /// # Safety
+    /// As timerfd_create(2).
+    pub unsafe fn timerfd_create(clock: c_int, flags: c_int) -> c_int {
+        // SAFETY: integer arguments (timerfd_create(2)).
+        track(unsafe { libc::syscall(libc::SYS_timerfd_create, clock, flags) })
+    }
+
+    /// # Safety
+    /// As signalfd(2): `mask` points at a `sigset_t`.
+    pub unsafe fn signalfd(fd: c_int, mask: *const libc::sigset_t, flags: c_int) -> c_int {
+        // The kernel's sigset is 8 bytes on x86_64 (glibc passes _NSIG / 8).
+        // SAFETY: forwarded unchanged (signalfd4(2)).
+        let result = unsafe { libc::syscall(libc::SYS_signalfd4, fd, mask, 8usize, flags) };
+        if fd == -1 {
+            track(result) // Only a new descriptor is the slot's; -1 asked for one.
+        } else {
+            result as c_int
+        }
+    }
+
+    /// # Safety
+    /// As memfd_create(2): `name` is a NUL-terminated string.
+    pub unsafe fn memfd_create(name: *const c_char, flags: c_uint) -> c_int {
+        // SAFETY: forwarded unchanged (memfd_create(2)).
+        track(unsafe { libc::syscall(libc::SYS_memfd_create, name, flags) })
+    }
+
+    /// # Safety
+    /// As inotify_init1(2).
+    pub unsafe fn inotify_init1(flags: c_int) -> c_int {
+        // SAFETY: an integer argument (inotify_init1(2)).
+        track(unsafe { libc::syscall(libc::SYS_inotify_init1, flags) })
+    }
+
+    /// # Safety
+    /// As close(2).
+    pub unsafe fn close(fd: c_int) -> c_int {
+        if let Some(table) = current() {
+            table.forget(fd);
+        }
+        // SAFETY: an integer argument (close(2)).
+        unsafe { libc::syscall(libc::SYS_close, fd) as c_int }
+    }
+
+    fn set_errno(code: c_int) -> c_int {
+        // SAFETY: __errno_location(3) returns the calling thread's errno, valid for its life.
+        unsafe { *libc::__errno_location() = code };
+        -1
+    }
+}
+
+/// Defines, in the final binary, the libc functions that create and close descriptors as
+/// [`fds::hooks`](crate::fds::hooks), so that descriptors a handler opens are recorded in its
+/// slot (see the module documentation). Use once, at the binary's top level.
+#[macro_export]
+macro_rules! export_fd_hooks {
+    () => {
+        mod fd_hooks {
+            use std::ffi::{c_char, c_int, c_uint, c_ulong};
+            use $crate::fds::hooks;
+            // SAFETY (all below): each forwards the C contract unchanged to `hooks`.
+            #[no_mangle]
+            pub unsafe extern "C" fn open(p: *const c_char, f: c_int, m: c_uint) -> c_int {
+                unsafe { hooks::open(p, f, m) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn open64(p: *const c_char, f: c_int, m: c_uint) -> c_int {
+                unsafe { hooks::open(p, f, m) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn openat(
+                d: c_int,
+                p: *const c_char,
+                f: c_int,
+                m: c_uint,
+            ) -> c_int {
+                unsafe { hooks::openat(d, p, f, m) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn openat64(
+                d: c_int,
+                p: *const c_char,
+                f: c_int,
+                m: c_uint,
+            ) -> c_int {
+                unsafe { hooks::openat(d, p, f, m) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn creat(p: *const c_char, m: c_uint) -> c_int {
+                unsafe { hooks::creat(p, m) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn creat64(p: *const c_char, m: c_uint) -> c_int {
+                unsafe { hooks::creat(p, m) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn socket(d: c_int, k: c_int, p: c_int) -> c_int {
+                unsafe { hooks::socket(d, k, p) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn socketpair(
+                d: c_int,
+                k: c_int,
+                p: c_int,
+                s: *mut c_int,
+            ) -> c_int {
+                unsafe { hooks::socketpair(d, k, p, s) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn accept(
+                s: c_int,
+                a: *mut $crate::fds::sockaddr,
+                l: *mut $crate::fds::socklen_t,
+            ) -> c_int {
+                unsafe { hooks::accept4(s, a, l, 0) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn accept4(
+                s: c_int,
+                a: *mut $crate::fds::sockaddr,
+                l: *mut $crate::fds::socklen_t,
+                f: c_int,
+            ) -> c_int {
+                unsafe { hooks::accept4(s, a, l, f) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn pipe(fds: *mut c_int) -> c_int {
+                unsafe { hooks::pipe2(fds, 0) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn pipe2(fds: *mut c_int, f: c_int) -> c_int {
+                unsafe { hooks::pipe2(fds, f) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+                unsafe { hooks::dup(fd) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn dup2(o: c_int, n: c_int) -> c_int {
+                unsafe { hooks::dup2(o, n) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn dup3(o: c_int, n: c_int, f: c_int) -> c_int {
+                unsafe { hooks::dup3(o, n, f) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn fcntl(fd: c_int, c: c_int, a: c_ulong) -> c_int {
+                unsafe { hooks::fcntl(fd, c, a) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn fcntl64(fd: c_int, c: c_int, a: c_ulong) -> c_int {
+                unsafe { hooks::fcntl(fd, c, a) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn eventfd(i: c_uint, f: c_int) -> c_int {
+                unsafe { hooks::eventfd(i, f) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn epoll_create(s: c_int) -> c_int {
+                unsafe { hooks::epoll_create(s) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn epoll_create1(f: c_int) -> c_int {
+                unsafe { hooks::epoll_create1(f) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn timerfd_create(c: c_int, f: c_int) -> c_int {
+                unsafe { hooks::timerfd_create(c, f) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn signalfd(
+                fd: c_int,
+                m: *const $crate::fds::sigset_t,
+                f: c_int,
+            ) -> c_int {
+                unsafe { hooks::signalfd(fd, m, f) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn memfd_create(n: *const c_char, f: c_uint) -> c_int {
+                unsafe { hooks::memfd_create(n, f) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn inotify_init() -> c_int {
+                unsafe { hooks::inotify_init1(0) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn inotify_init1(f: c_int) -> c_int {
+                unsafe { hooks::inotify_init1(f) }
+            }
+            #[no_mangle]
+            pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+                unsafe { hooks::close(fd) }
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Enters a table for the test's duration.
+    struct Entered<'a>(&'a FdTable);
+
+    impl<'a> Entered<'a> {
+        fn new(table: &'a FdTable) -> Entered<'a> {
+            // SAFETY: the table outlives the guard, whose drop calls `leave`.
+            unsafe { enter(table) };
+            Entered(table)
+        }
+    }
+
+    impl Drop for Entered<'_> {
+        fn drop(&mut self) {
+            leave();
+        }
+    }
+
+    fn dev_null() -> c_int {
+        // SAFETY: a NUL-terminated path.
+        unsafe { hooks::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC, 0) }
+    }
+
+    #[test]
+    fn descriptors_opened_while_entered_are_recorded_and_closed_ones_forgotten() {
+        let table = FdTable::new();
+        let fd = {
+            let _entered = Entered::new(&table);
+            let kept = dev_null();
+            let closed = dev_null();
+            // SAFETY: our own descriptor.
+            assert_eq!(unsafe { hooks::close(closed) }, 0);
+            kept
+        };
+        assert!(fd >= 0);
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.close_all(), 1);
+        assert!(!is_open(fd), "close_all closed it");
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn descriptors_opened_outside_a_handler_are_not_recorded() {
+        let table = FdTable::new();
+        let fd = dev_null();
+        assert!(table.is_empty());
+        // SAFETY: our own descriptor.
+        unsafe { hooks::close(fd) };
+    }
+
+    #[test]
+    fn pipes_and_dups_are_recorded_and_dup2_onto_an_open_descriptor_is_not() {
+        let table = FdTable::new();
+        let outside = dev_null();
+        {
+            let _entered = Entered::new(&table);
+            let mut fds = [0; 2];
+            // SAFETY: a two-int array.
+            assert_eq!(unsafe { hooks::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+            // SAFETY: our own descriptors.
+            unsafe {
+                assert!(hooks::dup(fds[0]) >= 0);
+                assert!(hooks::fcntl(fds[0], libc::F_DUPFD_CLOEXEC, 0) >= 0);
+                assert_eq!(hooks::dup2(fds[1], outside), outside);
+            }
+        }
+        assert_eq!(table.len(), 4, "the pipe's two ends and two copies; not `outside`");
+        assert_eq!(table.close_all(), 4);
+        assert!(is_open(outside));
+        // SAFETY: our own descriptor.
+        unsafe { hooks::close(outside) };
+    }
+
+    #[test]
+    fn a_full_table_counts_what_it_cannot_record() {
+        let table = FdTable::new();
+        let before = untracked_count();
+        let _entered = Entered::new(&table);
+        let fds: Vec<c_int> = (0..SLOT_FDS_MAX + 2).map(|_| dev_null()).collect();
+        assert_eq!(table.len(), SLOT_FDS_MAX);
+        assert!(untracked_count() >= before + 2);
+        for fd in fds {
+            // SAFETY: our own descriptors.
+            unsafe { hooks::close(fd) };
+        }
+        assert!(table.is_empty(), "closing forgets");
+    }
+}
