@@ -217,11 +217,21 @@ fn slots_times_an_arena_whose_product_would_wrap_is_refused_not_planned_small() 
 
 #[test]
 fn a_plan_of_exactly_the_64gib_limit_is_accepted_and_one_byte_more_is_refused() {
-    // One worker (64KiB signal stack + 64KiB panic reserve), one connection (8KiB + 8KiB), one
-    // slot (4KiB guard + 256KiB stack + arena) and the 16MiB state heap: with this arena,
+    // One worker (64KiB signal stack + 64KiB panic reserve), one I/O buffer pair (8KiB + 8KiB),
+    // one slot (4KiB guard + 256KiB stack + arena) and the 16MiB state heap: with this arena,
     // exactly 64GiB (4KiB pages).
     let arena = (64u64 << 30) - (404 << 10) - (16 << 20);
-    let base = ["check-config", "--workers", "1", "--slots", "1", "--max-connections", "1"];
+    let base = [
+        "check-config",
+        "--workers",
+        "1",
+        "--slots",
+        "1",
+        "--max-connections",
+        "1",
+        "--set",
+        "io_buffers=1",
+    ];
     let arena_text = format!("{arena}B");
     let output = cella(&[&base[..], &["--slot-arena", &arena_text]].concat(), &[]);
     let stdout = String::from_utf8_lossy(&output.stdout);

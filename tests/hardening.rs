@@ -304,3 +304,16 @@ fn a_client_that_half_closes_is_answered_and_closed_at_once() {
         assert_eq!(short, "", "an incomplete request is not answered");
     }
 }
+
+#[test]
+fn requests_pipelined_before_the_clients_fin_are_all_answered() {
+    let server = ServerProcess::start(&[]);
+    for _ in 0..20 {
+        let text = send_then_half_close(
+            &server,
+            b"GET /alloc/1 HTTP/1.1\r\nhost: t\r\n\r\nPOST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\nok",
+        );
+        assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+        assert!(text.ends_with("\r\n\r\nok"), "answered in order, then closed: {text}");
+    }
+}

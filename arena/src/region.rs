@@ -54,7 +54,7 @@ pub struct SlotMemory {
     pub arena: Span,
 }
 
-/// One connection's fixed buffers.
+/// One I/O buffer pair, lent to a connection while it reads a request or writes a response.
 pub struct ConnectionMemory {
     pub read: Buffer,
     pub write: Buffer,
@@ -233,7 +233,7 @@ impl Region {
                 .collect();
         }
         for (index, worker) in workers.iter_mut().enumerate() {
-            let count = MemoryPlan::share(plan.connections, plan.workers, index);
+            let count = MemoryPlan::share(plan.io_buffers, plan.workers, index);
             worker.connections = (0..count)
                 .map(|_| (cursor.take(plan.read_buffer_size), cursor.take(plan.write_buffer_size)))
                 .collect();
@@ -278,7 +278,7 @@ mod tests {
     fn small_plan() -> MemoryPlan {
         let mut config = Config::default();
         config.slots = 3;
-        config.connections_max = 5;
+        config.io_buffers = 5;
         config.slot_arena_size = cella_shared::config::Size(64 << 10);
         config.request_body_size_max = cella_shared::config::Size(16 << 10);
         config.validate(sys::page_size() as u64).unwrap();
@@ -328,7 +328,8 @@ mod tests {
     }
 }
 
-/// A fixed byte buffer over a span that it alone uses (a connection's read or write buffer).
+/// A fixed byte buffer over a span that it alone uses (the read or write half of an I/O buffer
+/// pair).
 pub struct Buffer {
     span: Span,
 }
@@ -339,6 +340,12 @@ impl Buffer {
     /// else meanwhile (each connection span is handed to exactly one `Buffer`).
     pub unsafe fn new(span: Span) -> Buffer {
         Buffer { span }
+    }
+
+    /// A buffer of no bytes, standing in where no buffer is lent: reads into it read nothing,
+    /// writes into it find no room.
+    pub fn empty() -> Buffer {
+        Buffer { span: Span { ptr: std::ptr::NonNull::dangling(), len: 0 } }
     }
 
     pub fn capacity(&self) -> usize {

@@ -152,6 +152,11 @@ impl<T> Owned<T> {
         self.table.pool.push(index);
     }
 
+    /// Entries in the whole table (owned by this worker or not).
+    pub(crate) fn len(&self) -> usize {
+        self.owned.len()
+    }
+
     pub(crate) fn owns(&self, index: usize) -> bool {
         self.owned.get(index).copied().unwrap_or(false)
     }

@@ -145,9 +145,13 @@ impl Server {
         let mut threads = Vec::with_capacity(plan.workers);
         let mut memories = region.carve();
         let slots = worker::slot_table(&mut memories, &settings);
+        let conns = worker::conn_table(self.config.connections_max);
+        let bufs = worker::buffer_table(&mut memories);
         for (index, (memory, listener)) in memories.into_iter().zip(listeners).enumerate() {
             let setup = WorkerSetup {
                 slots: slots.clone(),
+                conns: conns.clone(),
+                bufs: bufs.clone(),
                 index,
                 memory,
                 listener,

@@ -175,14 +175,23 @@ config_keys! {
     slot_stack_size: Size = "256KiB";
     /// Bump arena of each slot: everything a handler allocates. Past it: 500.
     slot_arena_size: Size = "1MiB";
-    /// Connections held at once, in total, shared out evenly between workers. Past it, new
-    /// connections are closed at once.
+    /// Connections held at once by the whole instance, whichever worker holds each. A full
+    /// table closes its oldest idle keep-alive connection to admit a new one; with none idle,
+    /// the new connection gets 503 and is closed. Costs no region memory of its own (an idle
+    /// connection holds no buffer), about 200 bytes of tables each.
     connections_max: usize = "1024";
-    /// Read buffer of each connection; holds the request head, so it must be at least
+    /// Pairs of read and write buffers the instance lends to connections while they read a
+    /// request or write a response; an idle connection, or one whose handler runs with
+    /// nothing buffered, holds none. Costs `connection_read_buffer_size +
+    /// connection_write_buffer_size` of the region each (the default: 1KiB per configured
+    /// connection). When every pair is lent, a connection with bytes to read waits for one
+    /// (its head deadline still runs).
+    io_buffers: usize = "64";
+    /// Read buffer of each I/O buffer pair; holds the request head, so it must be at least
     /// `request_head_size_max`.
     connection_read_buffer_size: Size = "8KiB";
-    /// Write buffer of each connection: response heads and small bodies are copied here so that
-    /// pipelined responses go out in one write.
+    /// Write buffer of each I/O buffer pair: response heads and small bodies are copied here so
+    /// that pipelined responses go out in one write.
     connection_write_buffer_size: Size = "8KiB";
     /// Longest request line (method, target, version). Past it: 414.
     request_line_size_max: Size = "4KiB";
@@ -325,6 +334,13 @@ impl Config {
                 "slots = {} must be at least workers ({workers}) and at most {}",
                 self.slots,
                 limits::SLOTS_MAX
+            ));
+        }
+        if self.io_buffers == 0 || self.io_buffers > limits::CONNECTIONS_MAX {
+            return fail(format!(
+                "io_buffers = {} must be at least 1 and at most {}",
+                self.io_buffers,
+                limits::CONNECTIONS_MAX
             ));
         }
         if self.connections_max < workers || self.connections_max > limits::CONNECTIONS_MAX {
@@ -573,7 +589,8 @@ mod tests {
         config.workers = 1;
         config.slots = 1;
         config.connections_max = 1;
-        // One worker (64KiB signal stack + 64KiB reserve), one connection (8KiB + 8KiB), one
+        config.io_buffers = 1;
+        // One worker (64KiB signal stack + 64KiB reserve), one buffer pair (8KiB + 8KiB), one
         // slot (4KiB guard + 256KiB stack + arena) = 64GiB.
         // The state heap (16MiB by default) lies in the region too.
         let arena = limits::REGION_SIZE_MAX - (128 << 10) - (16 << 10) - (260 << 10) - (16 << 20);

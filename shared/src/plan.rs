@@ -21,6 +21,8 @@ pub struct MemoryPlan {
     pub slot_stack_size: u64,
     pub slot_arena_size: u64,
     pub connections: usize,
+    /// Read/write buffer pairs lent to connections (`io_buffers`).
+    pub io_buffers: usize,
     pub read_buffer_size: u64,
     pub write_buffer_size: u64,
     pub signal_stack_size: u64,
@@ -98,6 +100,7 @@ impl MemoryPlan {
             slot_stack_size: page("slot_stack_size", config.slot_stack_size.0)?,
             slot_arena_size: page("slot_arena_size", config.slot_arena_size.0)?,
             connections: config.connections_max,
+            io_buffers: config.io_buffers,
             read_buffer_size: page(
                 "connection_read_buffer_size",
                 config.connection_read_buffer_size.0,
@@ -140,7 +143,7 @@ impl MemoryPlan {
         times(self.slots, self.slot_bytes()?, "slots × (slot_stack_size + slot_arena_size)")
     }
 
-    /// One connection: its read and write buffers.
+    /// One I/O buffer pair: a read and a write buffer.
     pub fn connection_bytes(&self) -> Result<u64, PlanOverflow> {
         sum(
             &[self.read_buffer_size, self.write_buffer_size],
@@ -150,9 +153,9 @@ impl MemoryPlan {
 
     pub fn connections_bytes(&self) -> Result<u64, PlanOverflow> {
         times(
-            self.connections,
+            self.io_buffers,
             self.connection_bytes()?,
-            "connections_max × (connection_read_buffer_size + connection_write_buffer_size)",
+            "io_buffers × (connection_read_buffer_size + connection_write_buffer_size)",
         )
     }
 
@@ -176,15 +179,17 @@ impl fmt::Display for MemoryPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} slots × ({} guard + {} stack + {} arena) + {} connections × ({} read + {} write) \
-             + {} workers × ({} signal stack + {} panic reserve) + {} state heap = {} ({} bytes)",
+            "{} slots × ({} guard + {} stack + {} arena) + {} I/O buffer pairs × ({} read + {} \
+             write) for {} connections + {} workers × ({} signal stack + {} panic reserve) + {} \
+             state heap = {} ({} bytes)",
             self.slots,
             format_size(self.guard_size),
             format_size(self.slot_stack_size),
             format_size(self.slot_arena_size),
-            self.connections,
+            self.io_buffers,
             format_size(self.read_buffer_size),
             format_size(self.write_buffer_size),
+            self.connections,
             self.workers,
             format_size(self.signal_stack_size),
             format_size(self.panic_reserve_size),
@@ -204,7 +209,8 @@ mod tests {
     fn total_is_the_sum_of_its_parts() {
         let mut config = Config::default();
         config.slots = 4;
-        config.connections_max = 10;
+        config.connections_max = 1000;
+        config.io_buffers = 10;
         let plan = MemoryPlan::new(&config, 2, 4096).unwrap();
         let expected = 4 * (4096 + (256 << 10) + (1 << 20))
             + 10 * (8192 + 8192)
@@ -252,10 +258,10 @@ mod tests {
         let error = MemoryPlan::new(&config, 1, 4096).unwrap_err();
         assert_eq!(error.keys, "slots × (slot_stack_size + slot_arena_size)");
         let mut config = Config::default();
-        config.connections_max = 1 << 20;
+        config.io_buffers = 1 << 20;
         config.connection_read_buffer_size = Size(1 << 44);
         let error = MemoryPlan::new(&config, 1, 4096).unwrap_err();
-        assert!(error.keys.starts_with("connections_max ×"), "{error}");
+        assert!(error.keys.starts_with("io_buffers ×"), "{error}");
         let mut config = Config::default();
         config.panic_reserve_size = Size(1 << 62);
         let error = MemoryPlan::new(&config, 256, 4096).unwrap_err();
@@ -268,7 +274,7 @@ mod tests {
         let mut config = Config::default();
         config.slots = 1;
         config.slot_arena_size = Size(1 << 63);
-        config.connections_max = 1;
+        config.io_buffers = 1;
         config.connection_read_buffer_size = Size(1 << 63);
         let error = MemoryPlan::new(&config, 1, 4096).unwrap_err();
         assert!(error.keys.starts_with("the memory plan"), "{error}");

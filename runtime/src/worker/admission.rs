@@ -59,10 +59,11 @@ impl Worker {
     }
 
     pub(super) fn admit(&mut self, mut stream: TcpStream, remote: SocketAddr) {
-        if self.free_conns.is_empty() {
+        let claimed = self.conns.claim().or_else(|| {
             self.evict_oldest_idle();
-        }
-        let Some(index) = self.free_conns.pop() else {
+            self.conns.claim()
+        });
+        let Some(index) = claimed else {
             // The table is full: say so politely, then close.
             self.stats().connections_rejected.fetch_add(1, Ordering::Relaxed);
             let mut head = [0u8; 256];
@@ -85,7 +86,7 @@ impl Worker {
             .register(&mut stream, Token(index), Interest::READABLE | Interest::WRITABLE)
             .is_err()
         {
-            self.free_conns.push(index);
+            self.conns.release(index);
             return;
         }
         let _ = stream.set_nodelay(true);
@@ -95,7 +96,7 @@ impl Worker {
         conn.remote = remote;
         conn.phase = Phase::Idle;
         conn.request = RequestMeta::UNKNOWN;
-        self.deadlines[index] = Some(self.now + self.settings.header_read_timeout);
+        conn.deadline = Some(self.now + self.settings.header_read_timeout);
         conn.close_after = self.draining || self.unready;
         conn.eof = false;
         conn.readable = true;
@@ -108,9 +109,11 @@ impl Worker {
     /// The table is full: close the keep-alive connection idle the longest (it has no request
     /// in flight, and HTTP clients retry on a keep-alive connection the server closed), as
     /// nginx does, so that a new client is served instead of turned away. Scans the table:
-    /// this runs only when it is full.
+    /// this runs only when it is full. Only this worker's connections can be closed here: when
+    /// every idle one belongs to other workers, the new connection gets the 503.
     fn evict_oldest_idle(&mut self) {
         let oldest = (0..self.conns.len())
+            .filter(|&index| self.conns.owns(index))
             .filter(|&index| {
                 let conn = &self.conns[index];
                 conn.phase == Phase::Idle
@@ -118,7 +121,7 @@ impl Worker {
                     && conn.read_start == conn.read_end
                     && conn.write_start == conn.write_end
             })
-            .min_by_key(|&index| self.deadlines[index]);
+            .min_by_key(|&index| self.conns[index].idle_order);
         if let Some(index) = oldest {
             self.stats().idle_evictions.fetch_add(1, Ordering::Relaxed);
             self.close(index);
@@ -126,13 +129,14 @@ impl Worker {
     }
 
     pub(super) fn close(&mut self, index: usize) {
-        if self.conns[index].phase == Phase::Free {
+        if !self.conns.owns(index) || self.conns[index].phase == Phase::Free {
             return;
         }
         if let Some(slot) = self.conns[index].slot.take() {
             self.cancel_task(slot);
             self.release_slot(slot);
         }
+        self.return_io_buffers(index);
         let conn = &mut self.conns[index];
         if let Some(mut stream) = conn.stream.take() {
             let _ = self.poll.registry().deregister(&mut stream);
@@ -143,11 +147,13 @@ impl Worker {
         conn.write_start = 0;
         conn.write_end = 0;
         conn.pending = None;
-        self.deadlines[index] = None;
+        conn.deadline = None;
         conn.close_after = false;
         conn.eof = false;
+        conn.waiting_io = false;
+        conn.body_before_slot = false;
         conn.body = BodyState::None;
-        self.free_conns.push(index);
+        self.conns.release(index);
         self.live_conns -= 1;
     }
 
@@ -156,8 +162,10 @@ impl Worker {
     /// before the listener closes.
     pub(super) fn become_unready(&mut self) {
         self.unready = true;
-        for conn in self.conns.iter_mut().filter(|conn| conn.phase != Phase::Free) {
-            conn.close_after = true;
+        for index in 0..self.conns.len() {
+            if self.conns.owns(index) {
+                self.conns[index].close_after = true;
+            }
         }
     }
 
@@ -167,6 +175,9 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         for index in 0..self.conns.len() {
+            if !self.conns.owns(index) {
+                continue;
+            }
             let conn = &mut self.conns[index];
             match conn.phase {
                 Phase::Idle if conn.read_start == conn.read_end => self.close(index),

@@ -6,7 +6,9 @@
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 
-use cella_arena::{Buffer, ConnectionMemory};
+use std::time::Instant;
+
+use cella_arena::Buffer;
 use mio::net::TcpStream;
 
 use crate::http::chunked::ChunkedDecoder;
@@ -61,8 +63,16 @@ impl Pending {
     }
 }
 
-pub(super) struct Conn {
+/// One connection of the instance's table. It belongs to the worker that accepted it, for life;
+/// the entry goes back to the instance's pool when the connection closes (ADR 0003).
+pub(crate) struct Conn {
     pub(super) phase: Phase,
+    /// When the current phase times out (see `deadlines.rs`).
+    pub(super) deadline: Option<Instant>,
+    /// The instance's I/O buffer pair this connection borrows while it reads a request or
+    /// writes a response (`read` and `write` are that pair's buffers), or `None` with both
+    /// empty: an idle connection holds no buffer memory.
+    pub(super) io: Option<usize>,
     pub(super) stream: Option<TcpStream>,
     pub(super) remote: SocketAddr,
     pub(super) read: Buffer,
@@ -84,8 +94,17 @@ pub(super) struct Conn {
     /// Idle after a response (not a connection that has yet to send anything): may be closed
     /// to make room when the table is full.
     pub(super) kept_alive: bool,
+    /// When it last became idle, as the worker's count of connections that became idle (a
+    /// count, not a time: several connections go idle within one loop turn, whose clock is
+    /// read once, and the oldest must still be told apart).
+    pub(super) idle_order: u64,
     /// A readiness event reported the peer's FIN (or an error): read until end of stream.
     pub(super) peer_closed: bool,
+    /// In the worker's `io_waiters`: bytes came, no I/O buffer pair was free.
+    pub(super) waiting_io: bool,
+    /// The head is complete and its small body is being read into the read buffer before a
+    /// slot is claimed: the body deadline runs.
+    pub(super) body_before_slot: bool,
     pub(super) body: BodyState,
     /// Of the request being served.
     pub(super) request: RequestMeta,
@@ -99,6 +118,11 @@ pub(super) struct RequestMeta {
     pub(super) head_method: bool,
 }
 
+// SAFETY: an entry changes owner only while free (no stream, no buffers, no pending response,
+// no body: `close` clears them all before the index goes back to the pool); while owned, only
+// the owning worker touches it (`pool::Owned`).
+unsafe impl Send for Conn {}
+
 impl RequestMeta {
     /// Before a head is parsed, or when it could not be: close, HTTP/1.1, with a body.
     pub(super) const UNKNOWN: RequestMeta =
@@ -106,15 +130,17 @@ impl RequestMeta {
 }
 
 impl Conn {
-    pub(super) fn new(memory: ConnectionMemory) -> Conn {
+    pub(super) fn new() -> Conn {
         Conn {
             phase: Phase::Free,
+            deadline: None,
+            io: None,
             stream: None,
             remote: SocketAddr::from(([0, 0, 0, 0], 0)),
-            read: memory.read,
+            read: Buffer::empty(),
             read_start: 0,
             read_end: 0,
-            write: memory.write,
+            write: Buffer::empty(),
             write_start: 0,
             write_end: 0,
             pending: None,
@@ -123,7 +149,10 @@ impl Conn {
             eof: false,
             readable: false,
             kept_alive: false,
+            idle_order: 0,
             peer_closed: false,
+            waiting_io: false,
+            body_before_slot: false,
             body: BodyState::None,
             request: RequestMeta::UNKNOWN,
         }
@@ -152,6 +181,31 @@ impl Conn {
             got = true;
         }
         got
+    }
+
+    /// Reads and drops everything the socket has (lingering after a response that closes).
+    pub(super) fn discard_input(&mut self) {
+        let mut scratch = [0u8; 4096];
+        let Some(stream) = self.stream.as_mut() else { return };
+        while read_once(stream, &mut scratch, &mut self.readable, &mut self.eof, self.peer_closed)
+            > 0
+        {}
+    }
+
+    /// Writes `bytes` at once, for a connection with nothing else queued; `false` when the
+    /// socket did not take them all (the caller closes the connection).
+    pub(super) fn write_directly(&mut self, bytes: &[u8]) -> bool {
+        let Some(stream) = self.stream.as_mut() else { return false };
+        let mut sent = 0;
+        while sent < bytes.len() {
+            match stream.write(&bytes[sent..]) {
+                Ok(0) => return false,
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
     }
 
     pub(super) fn consume(&mut self, count: usize) {
@@ -208,7 +262,10 @@ impl Conn {
     }
 
     pub(super) fn persistence(&self, draining: bool) -> Persistence {
-        if !self.request.keep_alive || self.close_after || draining || self.eof {
+        // After the client's FIN, requests it sent before are still answered (in order); the
+        // answer to the last one closes.
+        let input_over = self.eof && self.read_start == self.read_end;
+        if !self.request.keep_alive || self.close_after || draining || input_over {
             Persistence::Close
         } else if self.request.minor_version == 0 {
             Persistence::KeepAliveHttp10

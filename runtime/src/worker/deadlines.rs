@@ -30,11 +30,17 @@ impl Worker {
             }
         }
         for index in 0..self.conns.len() {
-            match self.deadlines[index] {
+            if !self.conns.owns(index) {
+                continue;
+            }
+            match self.conns[index].deadline {
                 Some(deadline) if deadline <= self.now => {}
                 _ => continue,
             }
             match self.conns[index].phase {
+                Phase::Head if self.conns[index].body_before_slot => {
+                    self.fail(index, ErrorKind::BodyTimeout);
+                }
                 Phase::Head => {
                     self.fail(index, ErrorKind::HeadTimeout);
                 }

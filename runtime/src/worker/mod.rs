@@ -15,6 +15,7 @@
 //! imports the top-level server; `http/` knows nothing of this module.
 
 mod admission;
+mod buffers;
 mod conn;
 mod deadlines;
 mod probes;
@@ -27,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use cella_arena::{Arena, WorkerMemory};
+use cella_arena::{Arena, ConnectionMemory, WorkerMemory};
 use cella_shared::Config;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -36,7 +37,8 @@ use crate::handler::Handler;
 use crate::http::date::DateCache;
 use crate::http::parse::HeadLimits;
 use crate::net::SlotSockets;
-use conn::{Conn, Phase};
+pub(crate) use conn::Conn;
+use conn::Phase;
 pub(crate) use slots::Slot;
 
 use crate::pool::{Owned, SharedTable};
@@ -60,12 +62,29 @@ pub(crate) fn slot_table(
     Arc::new(SharedTable::new(slots))
 }
 
+/// The instance's connection table: `connections_max` entries, any worker may take any.
+pub(crate) fn conn_table(connections_max: usize) -> Arc<SharedTable<Conn>> {
+    Arc::new(SharedTable::new((0..connections_max).map(|_| Conn::new()).collect()))
+}
+
+/// The instance's I/O buffer pairs, from every worker's region carve.
+pub(crate) fn buffer_table(
+    memories: &mut [WorkerMemory],
+) -> Arc<SharedTable<Option<ConnectionMemory>>> {
+    let pairs =
+        memories.iter_mut().flat_map(|memory| std::mem::take(&mut memory.connections)).map(Some);
+    Arc::new(SharedTable::new(pairs.collect()))
+}
+
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 /// Tokens at and above this are slots' outbound sockets.
 const SOCKET_TOKEN_BASE: usize = 1 << 40;
 /// How often connection deadlines are checked; they are enforced to within this.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
+/// How often a handler that catches cancellation's unwind is asked again before its stack is
+/// abandoned.
+const CANCEL_ATTEMPTS_MAX: usize = 3;
 /// Readiness events taken per poll.
 const EVENTS_CAPACITY: usize = 1024;
 /// After EMFILE/ENFILE, accepting pauses this long (the backlog waits in the kernel).
@@ -138,6 +157,8 @@ pub(crate) struct WorkerStats {
     pub client_errors: AtomicU64,
     /// Idle keep-alive connections closed to make room in a full table.
     pub idle_evictions: AtomicU64,
+    /// Times a connection with bytes to read found every I/O buffer pair lent.
+    pub io_buffer_waits: AtomicU64,
     /// Probe requests (`liveness_path`, `readiness_path`) the worker answered itself.
     pub probes: AtomicU64,
     /// The most any of this worker's arenas has held (bytes), for sizing `slot_arena_size`.
@@ -158,6 +179,10 @@ pub(crate) struct Shared {
 pub(crate) struct WorkerSetup {
     /// Every slot of the instance (see [`slot_table`]).
     pub slots: Arc<SharedTable<Slot>>,
+    /// Every connection entry of the instance (see [`conn_table`]).
+    pub conns: Arc<SharedTable<Conn>>,
+    /// Every I/O buffer pair of the instance (see [`buffer_table`]).
+    pub bufs: Arc<SharedTable<Option<ConnectionMemory>>>,
     pub index: usize,
     pub memory: WorkerMemory,
     pub listener: std::net::TcpListener,
@@ -175,12 +200,17 @@ pub(crate) struct Worker {
     listener: Option<TcpListener>,
     accept_paused_until: Option<Instant>,
     spare_fd: Option<std::fs::File>,
-    conns: Box<[Conn]>,
-    /// Each connection's current deadline, in a dense array of its own: the sweep reads 16
-    /// bytes per connection, not a whole connection, so 10,000 idle connections cost little.
-    deadlines: Box<[Option<Instant>]>,
-    free_conns: Vec<usize>,
+    /// The instance's connection table, of which this worker uses the entries it accepted.
+    conns: Owned<Conn>,
     live_conns: usize,
+    /// The instance's I/O buffer pairs, of which this worker uses those it borrowed; a
+    /// borrowed pair's buffers live in its connection (`Conn::read`/`write`), its cell is
+    /// empty meanwhile.
+    bufs: Owned<Option<ConnectionMemory>>,
+    /// How many times a connection of this worker became idle (orders `Conn::idle_order`).
+    idle_count: u64,
+    /// Connections with bytes to read that wait for an I/O buffer pair.
+    io_waiters: std::collections::VecDeque<usize>,
     /// The instance's slots, of which this worker uses only those it claimed.
     slots: Owned<Slot>,
     /// Slots whose task is suspended with a wake-up time (`Slot::wake_at` set): when 0, the
@@ -241,7 +271,8 @@ impl Worker {
         setup.shared.wakers.lock().map_err(|_| io::Error::other("poisoned"))?.push(waker);
         let settings = setup.settings;
         let memory = setup.memory;
-        let conns: Box<[Conn]> = memory.connections.into_iter().map(Conn::new).collect();
+        let conns = Owned::new(setup.conns);
+        let table_len = conns.table().len();
         let now = Instant::now();
         Ok(Worker {
             index: setup.index,
@@ -250,10 +281,11 @@ impl Worker {
             listener: Some(listener),
             accept_paused_until: None,
             spare_fd: std::fs::File::open("/dev/null").ok(),
-            free_conns: (0..conns.len()).rev().collect(),
-            deadlines: vec![None; conns.len()].into_boxed_slice(),
-            slot_waiters: std::collections::VecDeque::with_capacity(conns.len()),
-            runnable: std::collections::VecDeque::with_capacity(conns.len()),
+            slot_waiters: std::collections::VecDeque::with_capacity(table_len),
+            runnable: std::collections::VecDeque::with_capacity(table_len),
+            io_waiters: std::collections::VecDeque::with_capacity(table_len),
+            idle_count: 0,
+            bufs: Owned::new(setup.bufs),
             conns,
             live_conns: 0,
             waiting_slots: 0,
@@ -304,6 +336,7 @@ impl Worker {
             self.events = events;
             self.wake_due_slots();
             self.admit_slot_waiters();
+            self.admit_io_waiters();
             while let Some(index) = self.runnable.pop_front() {
                 self.drive(index);
             }
@@ -322,7 +355,9 @@ impl Worker {
             Token(token) if token >= SOCKET_TOKEN_BASE => {
                 self.socket_ready(token - SOCKET_TOKEN_BASE)
             }
-            Token(index) if index < self.conns.len() => {
+            // An event of an entry this worker does not hold (closed, and maybe taken by
+            // another worker, since the poll) is stale.
+            Token(index) if self.conns.owns(index) => {
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     self.conns[index].readable = true;
                 }

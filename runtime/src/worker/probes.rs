@@ -81,7 +81,7 @@ impl Worker {
         }
         conn.close_after |= persistence == encode::Persistence::Close;
         conn.phase = Phase::Writing;
-        self.deadlines[index] = Some(self.now + self.settings.response_write_timeout);
+        self.conns[index].deadline = Some(self.now + self.settings.response_write_timeout);
         true
     }
 }

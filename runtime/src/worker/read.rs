@@ -15,6 +15,11 @@ impl Worker {
     /// Moves a connection forward as far as it can go without waiting.
     pub(super) fn drive(&mut self, index: usize) {
         loop {
+            // The entry may have been closed (and given back to the instance) since `index` was
+            // queued or stored, or on the way.
+            if !self.conns.owns(index) {
+                return;
+            }
             let progressed = match self.conns[index].phase {
                 Phase::Free | Phase::WaitingSlot | Phase::Running => false,
                 Phase::Idle | Phase::Head => self.read_head(index),
@@ -28,6 +33,9 @@ impl Worker {
         }
         // Stuck until more bytes come: send what is queued (pipelined responses go out here,
         // in one write).
+        if !self.conns.owns(index) {
+            return; // Closed on the way.
+        }
         let conn = &mut self.conns[index];
         if conn.phase != Phase::Free
             && conn.phase != Phase::Writing
@@ -40,6 +48,18 @@ impl Worker {
     }
 
     pub(super) fn read_head(&mut self, index: usize) -> bool {
+        if self.conns[index].io.is_none() {
+            // An idle connection holds no buffer: it borrows one when a readiness event says
+            // bytes (or the end of the stream) may have come, and gives it back below if not.
+            let conn = &self.conns[index];
+            if !conn.readable && !conn.eof && !conn.waiting_io {
+                return false;
+            }
+            if !self.borrow_io_buffers(index) {
+                self.wait_for_io_buffers(index);
+                return false;
+            }
+        }
         let conn = &mut self.conns[index];
         if conn.read_start == conn.read_end || conn.phase == Phase::Head {
             conn.fill();
@@ -47,12 +67,14 @@ impl Worker {
         if conn.read_start == conn.read_end {
             if conn.eof {
                 self.close(index);
+            } else if conn.phase == Phase::Idle {
+                self.return_io_buffers_if_empty(index);
             }
             return false;
         }
         if conn.phase == Phase::Idle {
             conn.phase = Phase::Head;
-            self.deadlines[index] = Some(self.now + self.settings.header_read_timeout);
+            self.conns[index].deadline = Some(self.now + self.settings.header_read_timeout);
         }
         self.parse_head(index)
     }
@@ -106,9 +128,17 @@ impl Worker {
             let whole = head.len as u64 + length;
             let capacity = conn.read.capacity() as u64;
             if !head.expect_continue && whole <= capacity && (buffered.len() as u64) < whole {
-                if conn.eof {
+                let (eof, compact) =
+                    (conn.eof, conn.read_start > 0 && conn.read_end == conn.read.capacity());
+                let conn = &mut self.conns[index];
+                if !conn.body_before_slot {
+                    // The head is complete: from now on the body's deadline runs.
+                    conn.body_before_slot = true;
+                    conn.deadline = Some(self.now + self.settings.body_read_timeout);
+                }
+                if eof {
                     self.close(index);
-                } else if conn.read_start > 0 && conn.read_end == conn.read.capacity() {
+                } else if compact {
                     return self.conns[index].fill();
                 }
                 return false;
@@ -175,7 +205,7 @@ impl Worker {
             }
         }
         conn.phase = Phase::Body;
-        self.deadlines[index] = Some(self.now + self.settings.body_read_timeout);
+        self.conns[index].deadline = Some(self.now + self.settings.body_read_timeout);
         true
     }
 
@@ -247,7 +277,9 @@ impl Worker {
         };
         conn.body = BodyState::None;
         conn.phase = Phase::Running;
-        self.deadlines[index] = None;
+        // Nothing buffered while the handler runs: the pair may serve another connection.
+        self.return_io_buffers_if_empty(index);
+        self.conns[index].deadline = None;
         let slot = &mut self.slots[slot_index];
         if let (Some(request), Some(body)) = (slot.request.as_mut(), body) {
             request.set_body(body, &slot.arena);

@@ -12,6 +12,10 @@ use crate::handler::Response;
 use crate::http::encode::{self, FixedSink, HeadFrame, Persistence};
 use crate::http::ErrorKind;
 
+/// Room for an error response written straight to the socket (the longest status line, the
+/// runtime's headers and the longest message of the error table fit with room to spare).
+const ERROR_RESPONSE_BYTES_MAX: usize = 512;
+
 impl Worker {
     /// Every slot is busy: wait for one (when configured) or answer 503 at once.
     pub(super) fn no_slot(&mut self, index: usize, head_len: usize, has_body: bool) -> bool {
@@ -20,7 +24,7 @@ impl Worker {
             && self.slot_waiters.len() < self.slot_waiters.capacity()
         {
             conn.phase = Phase::WaitingSlot;
-            self.deadlines[index] = Some(self.now + self.settings.slot_wait_timeout);
+            self.conns[index].deadline = Some(self.now + self.settings.slot_wait_timeout);
             self.slot_waiters.push_back(index);
             return false;
         }
@@ -49,6 +53,7 @@ impl Worker {
 
     pub(super) fn queue_error(&mut self, index: usize, kind: ErrorKind) {
         let response = kind.response();
+        let borrowed = self.borrow_io_buffers(index);
         let conn = &mut self.conns[index];
         conn.close_after |= response.close;
         let persistence = conn.persistence(self.draining);
@@ -61,22 +66,35 @@ impl Worker {
             head_request: conn.request.head_method,
         };
         let start = conn.write_end;
-        let queued = conn.write_room(0) && {
-            let mut sink = FixedSink { buf: conn.write.as_mut_slice(), len: start };
-            let result = encode::put_error(&mut sink, reply, &self.date);
-            conn.write_end = sink.len;
-            result.is_ok()
+        let queued = if borrowed {
+            conn.write_room(0) && {
+                let mut sink = FixedSink { buf: conn.write.as_mut_slice(), len: start };
+                let result = encode::put_error(&mut sink, reply, &self.date);
+                conn.write_end = sink.len;
+                result.is_ok()
+            }
+        } else {
+            // Every I/O buffer pair is lent: an error is small and this connection has nothing
+            // else queued, so it goes straight to the socket; if the socket will not take it
+            // whole, the connection is closed instead.
+            let mut scratch = [0u8; ERROR_RESPONSE_BYTES_MAX];
+            let mut sink = FixedSink { buf: &mut scratch, len: 0 };
+            encode::put_error(&mut sink, reply, &self.date).is_ok()
+                && conn.write_directly(&sink.buf[..sink.len])
         };
         if !queued {
             conn.write_end = start;
             conn.close_after = true;
         }
         conn.phase = Phase::Writing;
-        self.deadlines[index] = Some(self.now + self.settings.response_write_timeout);
+        self.conns[index].deadline = Some(self.now + self.settings.response_write_timeout);
     }
 
     /// Queues a handler's response behind what the connection already has queued.
     pub(super) fn respond(&mut self, index: usize, slot_index: usize, response: Response<'static>) {
+        // Without a pair (every one lent), the head is encoded into the slot's arena and
+        // written from there with the body.
+        self.borrow_io_buffers(index);
         // An interim (1xx) status cannot end a request; `101` would leave the client thinking
         // the connection changed protocol while we go on speaking HTTP.
         let valid = !response.status().is_informational()
@@ -136,7 +154,7 @@ impl Worker {
             });
         }
         conn.phase = Phase::Writing;
-        self.deadlines[index] = Some(self.now + self.settings.response_write_timeout);
+        conn.deadline = Some(self.now + self.settings.response_write_timeout);
         if in_buffer {
             // Everything is copied: the slot is free for the next request at once.
             drop(response);
@@ -173,7 +191,7 @@ impl Worker {
             && conn.write_end < conn.write.capacity() / 2;
         if batching {
             conn.phase = Phase::Head;
-            self.deadlines[index] = Some(self.now + self.settings.header_read_timeout);
+            self.conns[index].deadline = Some(self.now + self.settings.header_read_timeout);
             return true;
         }
         match conn.flush() {
@@ -193,30 +211,35 @@ impl Worker {
     }
 
     pub(super) fn after_response(&mut self, index: usize) {
+        // The next request starts from a clean state.
+        self.conns[index].body_before_slot = false;
         let conn = &mut self.conns[index];
         if conn.close_after {
             if let Some(stream) = conn.stream.as_ref() {
                 let _ = stream.shutdown(Shutdown::Write);
             }
             conn.phase = Phase::Linger;
-            self.deadlines[index] = Some(self.now + self.settings.linger_timeout);
+            self.conns[index].deadline = Some(self.now + self.settings.linger_timeout);
         } else if conn.read_start < conn.read_end {
             conn.phase = Phase::Head;
-            self.deadlines[index] = Some(self.now + self.settings.header_read_timeout);
+            self.conns[index].deadline = Some(self.now + self.settings.header_read_timeout);
         } else {
             conn.phase = Phase::Idle;
             conn.kept_alive = true;
-            self.deadlines[index] = Some(self.now + self.settings.keepalive_idle_timeout);
+            self.idle_count += 1;
+            conn.idle_order = self.idle_count;
+            self.conns[index].deadline = Some(self.now + self.settings.keepalive_idle_timeout);
+            // Idle between requests: the connection holds no buffer memory.
+            self.return_io_buffers_if_empty(index);
         }
     }
 
     /// Discards input until the client closes (or the linger deadline, in the sweep).
     pub(super) fn linger(&mut self, index: usize) -> bool {
+        // Everything is written; what comes now is discarded, so no buffer pair is needed.
+        self.return_io_buffers(index);
         let conn = &mut self.conns[index];
-        (conn.read_start, conn.read_end) = (0, 0);
-        while conn.fill() {
-            (conn.read_start, conn.read_end) = (0, 0);
-        }
+        conn.discard_input();
         if conn.eof {
             self.close(index);
         }

@@ -246,7 +246,7 @@ impl Worker {
         let mut free = self.slots.table().pool().free_count();
         while free > 0 {
             let Some(waiter) = self.slot_waiters.pop_front() else { return };
-            if self.conns[waiter].phase == Phase::WaitingSlot {
+            if self.conns.owns(waiter) && self.conns[waiter].phase == Phase::WaitingSlot {
                 self.conns[waiter].phase = Phase::Head;
                 self.runnable.push_back(waiter);
                 free -= 1;
