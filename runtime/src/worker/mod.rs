@@ -82,9 +82,6 @@ const WAKER: Token = Token(usize::MAX - 2);
 const SOCKET_TOKEN_BASE: usize = 1 << 40;
 /// How often connection deadlines are checked; they are enforced to within this.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
-/// How often a handler that catches cancellation's unwind is asked again before its stack is
-/// abandoned.
-const CANCEL_ATTEMPTS_MAX: usize = 3;
 /// Readiness events taken per poll.
 const EVENTS_CAPACITY: usize = 1024;
 /// After EMFILE/ENFILE, accepting pauses this long (the backlog waits in the kernel).
