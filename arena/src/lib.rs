@@ -21,8 +21,8 @@ compile_error!(
 
 mod arena;
 pub mod cmalloc;
-pub mod fds;
 mod collections;
+pub mod fds;
 mod region;
 mod route;
 pub mod state;
