@@ -135,6 +135,7 @@ impl Server {
         let shared = Arc::new(Shared {
             shutdown: AtomicBool::new(false),
             unready: AtomicBool::new(false),
+            body_slots: AtomicUsize::new(0),
             stats: (0..plan.workers).map(|_| WorkerStats::default()).collect(),
             wakers: Mutex::new(Vec::with_capacity(plan.workers)),
             alive: AtomicUsize::new(plan.workers),

@@ -212,6 +212,18 @@ config_keys! {
     /// Total time a client has to send a request body once its head is complete. Past it: 408
     /// and close.
     body_read_timeout_ms: u64 = "30000";
+    /// Slots that requests whose bodies are still arriving may hold at once, in the whole
+    /// instance (a body that fits the read buffer is read before its slot is claimed and does
+    /// not count). 0: half the slots, rounded up. Past it: 408 and close, so slow uploads can
+    /// take at most this many slots from everyone else.
+    body_slots_max: usize = "0";
+    /// Slowest rate a request body holding a slot may arrive at, in bytes per second, measured
+    /// over each `body_rate_window_ms` (like Apache's `mod_reqtimeout` MinRate). Past it: 408
+    /// and close. 0: no minimum rate (only `body_read_timeout_ms`).
+    body_rate_min_bytes_per_s: u64 = "500";
+    /// The window `body_rate_min_bytes_per_s` is measured over: at the end of each, the body
+    /// must have grown by at least rate × window.
+    body_rate_window_ms: u64 = "5000";
     /// Total time a client has to take a response. Past it: the connection is closed.
     response_write_timeout_ms: u64 = "30000";
     /// How long an idle keep-alive connection is kept. Past it: closed quietly.

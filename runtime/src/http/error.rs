@@ -41,6 +41,10 @@ pub enum ErrorKind {
     HeadTimeout,
     /// The body did not arrive within `body_read_timeout_ms`.
     BodyTimeout,
+    /// The body arrived slower than `body_rate_min_bytes_per_s`.
+    BodyTooSlow,
+    /// `body_slots_max` slots are already held by bodies still arriving.
+    BodySlotsFull,
     /// Every slot is busy.
     NoSlot,
     /// The handler ran past `handler_timeout_ms`. 504, not 503: the request ran (in part), so a
@@ -89,6 +93,8 @@ impl ErrorKind {
             BodyTooLarge => (413, "request body too large", true),
             HeadTimeout => (408, "request head not received in time", true),
             BodyTimeout => (408, "request body not received in time", true),
+            BodyTooSlow => (408, "request body arriving too slowly", true),
+            BodySlotsFull => (408, "too many request bodies arriving at once; retry", true),
             NoSlot => (503, "server busy, retry", false),
             HandlerTimeout => (504, "handler deadline passed", false),
             ArenaExhausted => (500, "request exceeded its memory", false),

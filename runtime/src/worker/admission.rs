@@ -137,6 +137,7 @@ impl Worker {
             self.release_slot(slot);
         }
         self.return_io_buffers(index);
+        self.give_back_body_slot(index);
         let conn = &mut self.conns[index];
         if let Some(mut stream) = conn.stream.take() {
             let _ = self.poll.registry().deregister(&mut stream);

@@ -105,6 +105,9 @@ pub(crate) struct Conn {
     /// The head is complete and its small body is being read into the read buffer before a
     /// slot is claimed: the body deadline runs.
     pub(super) body_before_slot: bool,
+    /// Holds one of the instance's `body_slots_max` (its body is arriving into its slot), and
+    /// the current rate window: when it started, and the body's length then.
+    pub(super) body_slot: Option<(Instant, usize)>,
     pub(super) body: BodyState,
     /// Of the request being served.
     pub(super) request: RequestMeta,
@@ -153,6 +156,7 @@ impl Conn {
             peer_closed: false,
             waiting_io: false,
             body_before_slot: false,
+            body_slot: None,
             body: BodyState::None,
             request: RequestMeta::UNKNOWN,
         }

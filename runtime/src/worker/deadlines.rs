@@ -33,6 +33,13 @@ impl Worker {
             if !self.conns.owns(index) {
                 continue;
             }
+            if self.conns[index].phase == Phase::Body {
+                if let Err(kind) = self.check_body_rate(index) {
+                    self.fail(index, kind);
+                    self.drive(index);
+                    continue;
+                }
+            }
             match self.conns[index].deadline {
                 Some(deadline) if deadline <= self.now => {}
                 _ => continue,

@@ -15,6 +15,7 @@
 //! imports the top-level server; `http/` knows nothing of this module.
 
 mod admission;
+mod bodies;
 mod buffers;
 mod conn;
 mod deadlines;
@@ -105,6 +106,11 @@ pub(crate) struct Settings {
     pub quarantine: bool,
     pub fault_injection: bool,
     pub slot_sockets_max: usize,
+    /// Slots that bodies still arriving may hold at once (`body_slots_max`, resolved).
+    pub body_slots_max: usize,
+    /// Bytes a slot-holding body must grow by in each `body_rate_window` (0: no check).
+    pub body_window_bytes_min: u64,
+    pub body_rate_window: Duration,
     /// The probe paths; empty: that probe is off.
     pub liveness_path: Box<str>,
     pub readiness_path: Box<str>,
@@ -122,6 +128,15 @@ impl Settings {
             body_bytes_max: config.request_body_size_max.0 as usize,
             header_read_timeout: ms(config.header_read_timeout_ms),
             body_read_timeout: ms(config.body_read_timeout_ms),
+            body_slots_max: match config.body_slots_max {
+                0 => config.slots.div_ceil(2),
+                max => max,
+            },
+            body_window_bytes_min: config
+                .body_rate_min_bytes_per_s
+                .saturating_mul(config.body_rate_window_ms)
+                / 1000,
+            body_rate_window: ms(config.body_rate_window_ms.max(1)),
             response_write_timeout: ms(config.response_write_timeout_ms),
             keepalive_idle_timeout: ms(config.keepalive_idle_timeout_ms),
             linger_timeout: ms(config.linger_timeout_ms),
@@ -154,6 +169,10 @@ pub(crate) struct WorkerStats {
     pub client_errors: AtomicU64,
     /// Idle keep-alive connections closed to make room in a full table.
     pub idle_evictions: AtomicU64,
+    /// Requests turned away (408) because `body_slots_max` slots were held by bodies arriving.
+    pub body_slots_full: AtomicU64,
+    /// Requests cut off (408) because their body arrived slower than the minimum rate.
+    pub body_too_slow: AtomicU64,
     /// Times a connection with bytes to read found every I/O buffer pair lent.
     pub io_buffer_waits: AtomicU64,
     /// Probe requests (`liveness_path`, `readiness_path`) the worker answered itself.
@@ -168,6 +187,8 @@ pub(crate) struct Shared {
     /// Set at the first shutdown signal, before `shutdown` (the drain delay lies between): the
     /// readiness probe answers 503 and every response closes its connection.
     pub unready: AtomicBool,
+    /// Slots held by requests whose bodies are still arriving, in the whole instance.
+    pub body_slots: AtomicUsize,
     pub stats: Box<[WorkerStats]>,
     pub wakers: Mutex<Vec<Arc<Waker>>>,
     pub alive: AtomicUsize,

@@ -267,9 +267,14 @@ impl Worker {
         if !done {
             if conn.eof {
                 self.close(index);
+            } else if !self.take_body_slot(index) {
+                // Waiting for the rest would hold a slot past the instance's share for bodies.
+                return self.fail(index, ErrorKind::BodySlotsFull);
             }
             return false;
         }
+        self.give_back_body_slot(index);
+        let conn = &mut self.conns[index];
         let slot_index = conn.slot.expect("a connection reading a body holds a slot");
         let body = match conn.body {
             BodyState::None => None,

@@ -40,6 +40,7 @@ impl Worker {
 
     /// Answers the connection's current request with an error.
     pub(super) fn fail(&mut self, index: usize, kind: ErrorKind) -> bool {
+        self.give_back_body_slot(index);
         if let Some(slot) = self.conns[index].slot.take() {
             self.release_slot(slot);
         }
