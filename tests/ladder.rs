@@ -41,6 +41,7 @@ fn assert_every_worker_answers(server: &mut ServerProcess) {
         assert_eq!(client.get("/panic").status, 500);
         assert_eq!(client.get("/alloc/100000").status, 500, "an overrun is still a 500");
         assert_eq!(client.get("/drop-then-overrun").status, 500);
+        assert_eq!(client.get("/println").body, b"printed", "stdout's lock is free");
         assert_eq!(client.get("/").status, 200);
     }
     assert!(server.is_running(), "{}", server.stderr());
@@ -139,4 +140,34 @@ fn a_thousand_hard_cancels_with_a_file_open_leave_the_fd_count_flat() {
     assert_eq!(server.fd_count(), fds_before, "each file was closed by the runtime");
     assert_every_worker_answers(&mut server);
     let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_panic_with_little_stack_left_gives_500_and_leaves_std_panic_state_clean() {
+    let mut server = testapp(&[]);
+    for _ in 0..4 {
+        let mut client = Client::connect(server.addr());
+        for left in [0, 256, 512, 1024, 1536, 2048, 3072, 4096] {
+            let path = format!("/panic-at-stack-limit/{left}");
+            assert_eq!(client.get(&path).status, 500, "{path}");
+            assert_eq!(client.get("/panic").status, 500, "the next panic is ordinary");
+            assert_eq!(client.get("/alloc/100000").status, 500, "the next overrun is ordinary");
+        }
+    }
+    assert_every_worker_answers(&mut server);
+    assert!(!server.stderr().contains("tainted"), "{}", server.stderr());
+}
+
+#[test]
+fn a_stack_overflow_inside_println_gives_500_and_println_still_works_on_every_worker() {
+    let mut server = testapp(&[]);
+    for _ in 0..4 {
+        let mut client = Client::connect(server.addr());
+        for left in [0, 128, 256, 512] {
+            let path = format!("/println-at-stack-limit/{left}");
+            assert_eq!(client.get(&path).status, 500, "{path}: it ran out of stack");
+            assert_eq!(client.get("/println").body, b"printed");
+        }
+    }
+    assert_every_worker_answers(&mut server);
 }

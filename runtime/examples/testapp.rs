@@ -172,8 +172,63 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Endpoints that climb the cancellation ladder (tests/ladder.rs).
+/// Recurses until less than `left` bytes of stack are left before the headroom, then runs
+/// `at_bottom` there.
+#[inline(never)]
+fn descend(left: usize, at_bottom: &dyn Fn()) -> usize {
+    let pad = std::hint::black_box([1u8; 48]);
+    if cella::stack_remaining_bytes().unwrap_or(0) <= left {
+        at_bottom();
+        return 0;
+    }
+    descend(left, at_bottom) + std::hint::black_box(pad)[0] as usize
+}
+
+/// A value whose formatting recurses without end (inside `println!`, with stdout's lock held).
+struct Bottomless;
+
+impl std::fmt::Display for Bottomless {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pad = std::hint::black_box([0u8; 256]);
+        write!(f, "{}", Bottomless)?;
+        f.write_str(std::str::from_utf8(&pad[..1]).unwrap_or(""))
+    }
+}
+
 fn ladder_endpoints(router: cella::Router) -> cella::Router {
     router
+        .get(
+            "/println",
+            handler_fn(|_| {
+                println!("cella testapp: a line on stdout");
+                Response::text("printed")
+            }),
+        )
+        .get(
+            "/println-at-stack-limit/{bytes}",
+            handler_fn(|request| {
+                let left = request.param("bytes").and_then(|v| v.parse().ok()).unwrap_or(0);
+                descend(left, &|| {
+                    println!("cella testapp: {} at the stack limit", Repeated('p', 40))
+                });
+                Response::text("printed")
+            }),
+        )
+        .get(
+            "/panic-at-stack-limit/{bytes}",
+            handler_fn(|request| {
+                let left = request.param("bytes").and_then(|v| v.parse().ok()).unwrap_or(0);
+                descend(left, &|| panic!("at the stack limit: {}", Repeated('s', 40)));
+                Response::text("unreachable")
+            }),
+        )
+        .get(
+            "/println-bottomless",
+            handler_fn(|_| {
+                println!("{}", Bottomless);
+                Response::text("unreachable")
+            }),
+        )
         .get(
             "/read-file",
             // `std::fs::read` sizes its buffer from the file's length: a file larger than the

@@ -24,6 +24,17 @@
 //!   abandoning the stack from inside the hook would make the next panic abort the process.
 //!   Allocations made while unwinding come from the worker's reserve when the arena is spent.
 //!
+//! **Stack headroom.** The lowest [`STACK_HEADROOM_BYTES`] of every slot stack, just above its
+//! guard page, are protected too (once, at startup: [`protect_headroom`]). A handler that
+//! reaches them faults; the fault handler opens them (mprotect, read-write) and lets the faulting
+//! instruction run again, so the code that was running finishes with room to spare: a panic that
+//! started near the limit completes its hook and its unwind (std's per-thread panic count is
+//! reset), a `println!` that overflowed inside stdout's lock returns and releases it. A handler
+//! that used the headroom outside a panic answers 500 when it returns
+//! ([`Fault::StackHeadroomUsed`]); one that goes on past the headroom hits the guard page (the
+//! hard rung). The headroom is closed again when the task ends. Its size was measured: see
+//! `STACK_HEADROOM_BYTES`.
+//!
 //! Invariants (docs/architecture.md): no setjmp anywhere; only frames on the slot's stack are
 //! ever abandoned; between the root and the handler there are only this module's frames (no
 //! locks, no `RefCell` borrows); after a hard cancel nothing on that stack is touched again.
@@ -75,9 +86,22 @@ pub enum Wake {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     Panicked,
+    /// The guard page was hit: the stack was abandoned (hard).
     StackOverflow,
+    /// The handler returned after using the stack headroom (it ran out of its stack, but the
+    /// code that did finished and unwound normally): answered as an overflow, not hard.
+    StackHeadroomUsed,
     Cancelled,
 }
+
+/// Bytes at the low end of every slot stack, above the guard page, that only a panic or code
+/// already running when the stack ran out may use (see the module documentation). Measured on
+/// x86_64 Linux with the release build (the testapp's `/panic-at-stack-limit/{0..4096}` and
+/// `/println-at-stack-limit/{0..4096}`, lowest non-zero byte of a zeroed headroom after each): a
+/// panic started with 0 to 4 KiB left (our hook, the message formatted into the reserve,
+/// `_Unwind_RaiseException`, the landing pads, `catch_unwind`) used at most 5,352 bytes of it,
+/// and a `println!` of a formatted value at most 2,216; 16 KiB is three times the larger.
+pub const STACK_HEADROOM_BYTES: usize = 16 << 10;
 
 /// Why a suspension point returned at once instead of suspending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +152,12 @@ type Co<R> = Coroutine<Wake, Yield, Result<R, Fault>, SlotStack>;
 struct TrapContext {
     guard_start: usize,
     guard_end: usize,
+    /// The stack headroom: `[guard_end, headroom_end)`.
+    headroom_end: usize,
+    /// The fault handler opened the headroom (it is read-write until the task ends).
+    headroom_open: Cell<bool>,
+    /// The headroom was opened while no panic was unwinding: the handler ran out of stack.
+    headroom_used: Cell<bool>,
     handler: *const (),
     redirect: unsafe fn(*const ()) -> TrapHandlerRegs,
     stack_ptr_in_bounds: unsafe fn(*const (), usize) -> bool,
@@ -181,6 +211,9 @@ impl<R: 'static> Task<R> {
             trap: TrapContext {
                 guard_start: slot.guard.ptr.as_ptr() as usize,
                 guard_end: slot.guard.end(),
+                headroom_end: slot.guard.end() + STACK_HEADROOM_BYTES,
+                headroom_open: Cell::new(false),
+                headroom_used: Cell::new(false),
                 handler: ptr::null(),
                 redirect: redirect::<R>,
                 stack_ptr_in_bounds: stack_ptr_in_bounds::<R>,
@@ -216,9 +249,15 @@ impl<R: 'static> Task<R> {
         CANCELLED.with(|cancelled| cancelled.set(false));
         TRAP.with(|trap| trap.set(ptr::null()));
         YIELDER.with(|current| current.set(ptr::null()));
+        if !matches!(result, CoroutineResult::Yield(Yield::Wait(_))) {
+            self.close_headroom();
+        }
         match result {
             CoroutineResult::Return(Ok(_)) if self.cancelled => {
                 Step::Finished(Err(Fault::Cancelled))
+            }
+            CoroutineResult::Return(Ok(_)) if self.trap.headroom_used.get() => {
+                Step::Finished(Err(Fault::StackHeadroomUsed))
             }
             CoroutineResult::Return(result) => Step::Finished(result),
             CoroutineResult::Yield(Yield::Wait(wait)) => Step::Suspended(wait),
@@ -241,7 +280,52 @@ impl<R: 'static> Task<R> {
         // SAFETY: as for `Yield::Overrun` in `resume`: the stack is never touched again, and
         // nothing outside it needs its destructors for memory safety.
         unsafe { self.coroutine.force_reset() };
+        self.close_headroom();
     }
+
+    /// Protects the headroom again once the task has ended, for the slot's next request.
+    fn close_headroom(&self) {
+        if self.trap.headroom_open.replace(false) {
+            let start = self.trap.guard_end as *mut u8;
+            if let Err(error) = protect_span(start, STACK_HEADROOM_BYTES, false) {
+                // Not a request-scoped failure: the slot would run its next handler without
+                // headroom. Never expected (the same call succeeded at startup).
+                panic!("re-protecting a slot's stack headroom failed: {error}");
+            }
+        }
+    }
+}
+
+/// `mprotect(2)` of whole pages of a slot stack; `Err` with the OS error.
+fn protect_span(start: *mut u8, len: usize, read_write: bool) -> std::io::Result<()> {
+    let protection = if read_write { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_NONE };
+    // SAFETY: mprotect(2) on page-aligned pages of our own mapping (a slot's stack span: the
+    // guard page's end is page-aligned and the headroom is whole pages); async-signal-safe, so
+    // the fault handler may call it too.
+    let result = unsafe { libc::mprotect(start.cast(), len, protection) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Protects `slot`'s stack headroom (once, at startup). The stack must be larger than twice
+/// the headroom.
+pub fn protect_headroom(slot: &SlotMemory) -> std::io::Result<()> {
+    assert!(slot.stack.len >= 2 * STACK_HEADROOM_BYTES, "the slot stack holds its headroom");
+    protect_span(slot.guard.end() as *mut u8, STACK_HEADROOM_BYTES, false)
+}
+
+/// Bytes of stack the running handler has left before its headroom (0 when it is in it);
+/// `None` outside a handler.
+pub fn stack_remaining_bytes() -> Option<usize> {
+    let trap = TRAP.with(Cell::get);
+    // SAFETY: a non-null TRAP points into the running Task, which does not move while it runs.
+    let trap = unsafe { trap.as_ref() }?;
+    let marker = 0u8;
+    let here = std::hint::black_box(&marker) as *const u8 as usize;
+    Some(here.saturating_sub(trap.headroom_end))
 }
 
 /// Suspends the running handler until the scheduler wakes it. Refuses, at once, outside a
@@ -310,28 +394,46 @@ unsafe fn stack_ptr_in_bounds<R: 'static>(handler: *const (), stack_pointer: usi
     handler.stack_ptr_in_bounds(stack_pointer)
 }
 
-/// Called by the fault handler: when the fault is in the running slot's guard page and the
-/// faulting stack is that slot's, sets the coroutine up to return `Fault::StackOverflow` and
-/// gives the registers to write; otherwise `None`.
-pub fn redirect_stack_overflow(
-    fault_address: usize,
-    stack_pointer: usize,
-) -> Option<TrapHandlerRegs> {
+/// What the fault handler does about a fault.
+pub enum Trap {
+    /// The running slot overflowed into its guard page: write these registers (the coroutine
+    /// returns `Fault::StackOverflow`).
+    Redirect(TrapHandlerRegs),
+    /// The running slot reached its stack headroom, which is now open: return and let the
+    /// faulting instruction run again.
+    Retry,
+    /// Not a fault of the running slot's stack.
+    NotOurs,
+}
+
+/// Called by the fault handler: a fault in the running slot's headroom opens it; a fault in its
+/// guard page (with the faulting stack that slot's) sets the coroutine up to return
+/// `Fault::StackOverflow`.
+pub fn on_stack_fault(fault_address: usize, stack_pointer: usize) -> Trap {
     let trap = TRAP.with(Cell::get);
     if trap.is_null() {
-        return None;
+        return Trap::NotOurs;
     }
     // SAFETY: a non-null TRAP points into the running Task, which does not move while it runs.
     let trap = unsafe { &*trap };
-    if fault_address < trap.guard_start || fault_address >= trap.guard_end {
-        return None;
+    if fault_address < trap.guard_start || fault_address >= trap.headroom_end {
+        return Trap::NotOurs;
     }
     // SAFETY: `trap.handler` matches the functions' type parameter (both set by `Task::new`
     // and `Task::resume` of the same Task).
-    unsafe {
-        if !(trap.stack_ptr_in_bounds)(trap.handler, stack_pointer) {
-            return None;
-        }
-        Some((trap.redirect)(trap.handler))
+    if !unsafe { (trap.stack_ptr_in_bounds)(trap.handler, stack_pointer) } {
+        return Trap::NotOurs;
     }
+    if fault_address >= trap.guard_end && !trap.headroom_open.get() {
+        let start = trap.guard_end as *mut u8;
+        if protect_span(start, STACK_HEADROOM_BYTES, true).is_ok() {
+            trap.headroom_open.set(true);
+            // `panicking` reads a thread-local with no lazy initialisation: safe here.
+            trap.headroom_used.set(!std::thread::panicking());
+            return Trap::Retry;
+        }
+    }
+    // SAFETY: as above; we are in the fault handler for this coroutine, with its stack pointer
+    // in bounds.
+    Trap::Redirect(unsafe { (trap.redirect)(trap.handler) })
 }

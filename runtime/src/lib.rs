@@ -45,6 +45,12 @@ pub use router::Router;
 pub use server::{fds_needed, RunningServer, Server, StartError, Stats};
 pub use state::{allocations_persist, in_arena, persist, state_heap_stats, StateHeapStats};
 
+/// Bytes of stack the running handler has left before its stack headroom (see
+/// `docs/architecture.md`, the cancellation ladder); `None` outside a handler.
+pub fn stack_remaining_bytes() -> Option<usize> {
+    cancel::stack_remaining_bytes()
+}
+
 /// Descriptors open in this process (Linux: /proc/self/fd), for tests and diagnostics.
 pub fn open_fd_count() -> std::io::Result<usize> {
     sys::open_fd_count()

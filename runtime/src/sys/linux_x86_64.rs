@@ -72,13 +72,18 @@ extern "C" fn on_fault(
         let context = &mut *(context as *mut libc::ucontext_t);
         let gregs = &mut context.uc_mcontext.gregs;
         let stack_pointer = gregs[libc::REG_RSP as usize] as usize;
-        if let Some(regs) = cancel::redirect_stack_overflow(fault_address, stack_pointer) {
-            gregs[libc::REG_RIP as usize] = regs.rip as i64;
-            gregs[libc::REG_RSP as usize] = regs.rsp as i64;
-            gregs[libc::REG_RBP as usize] = regs.rbp as i64;
-            gregs[libc::REG_RDI as usize] = regs.rdi as i64;
-            gregs[libc::REG_RSI as usize] = regs.rsi as i64;
-            return;
+        match cancel::on_stack_fault(fault_address, stack_pointer) {
+            cancel::Trap::Redirect(regs) => {
+                gregs[libc::REG_RIP as usize] = regs.rip as i64;
+                gregs[libc::REG_RSP as usize] = regs.rsp as i64;
+                gregs[libc::REG_RBP as usize] = regs.rbp as i64;
+                gregs[libc::REG_RDI as usize] = regs.rdi as i64;
+                gregs[libc::REG_RSI as usize] = regs.rsi as i64;
+                return;
+            }
+            // The headroom is open now: the faulting instruction runs again and succeeds.
+            cancel::Trap::Retry => return,
+            cancel::Trap::NotOurs => {}
         }
         if cancel::in_handler() {
             write_stderr(b"cella: fatal: a handler faulted outside its stack guard page (a bad pointer, not an overrun); the process cannot recover safely and crashes\n");

@@ -52,6 +52,7 @@ unsafe impl Send for Slot {}
 
 impl Slot {
     pub(super) fn new(memory: SlotMemory, arena: Arena, sockets: SlotSockets) -> Slot {
+        cancel::protect_headroom(&memory).expect("protecting a slot's stack headroom succeeds");
         Slot {
             memory,
             arena,
@@ -152,7 +153,7 @@ impl Worker {
                 self.stats().panics.fetch_add(1, Ordering::Relaxed);
                 Err(ErrorKind::HandlerPanicked)
             }
-            Step::Finished(Err(Fault::StackOverflow)) => {
+            Step::Finished(Err(Fault::StackOverflow | Fault::StackHeadroomUsed)) => {
                 self.stats().stack_overflows.fetch_add(1, Ordering::Relaxed);
                 Err(ErrorKind::StackOverflow)
             }
