@@ -8,5 +8,6 @@ pub mod date;
 pub mod encode;
 pub mod error;
 pub mod parse;
+pub mod target;
 
 pub use error::ErrorKind;
