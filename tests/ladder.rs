@@ -171,3 +171,23 @@ fn a_stack_overflow_inside_println_gives_500_and_println_still_works_on_every_wo
     }
     assert_every_worker_answers(&mut server);
 }
+
+#[test]
+fn a_panic_cut_short_past_the_headroom_taints_its_worker_and_the_instance_exits_naming_it() {
+    let mut server = testapp(&[]);
+    let mut neighbour = Client::connect(server.addr());
+    neighbour.send(b"GET /sleep/300 HTTP/1.1\r\nhost: t\r\n\r\n");
+    let start = Instant::now();
+    let mut client = Client::connect(server.addr());
+    client.send(b"GET /panic-then-bottomless-drop HTTP/1.1\r\nhost: t\r\n\r\n");
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(70), "{status:?}: {}", server.stderr());
+    assert!(start.elapsed() < Duration::from_secs(5), "bounded: {:?}", start.elapsed());
+    let stderr = server.stderr();
+    let line = stderr.lines().find(|l| l.contains("is tainted")).expect("the escalation line");
+    assert!(line.starts_with("cella: fatal: worker "), "{line}");
+    assert!(line.contains("a panic was cut short"), "{line}");
+    assert!(line.contains("last request cancelled: GET /panic-then-bottomless-drop"), "{line}");
+    assert_eq!(stderr.matches("is tainted").count(), 1, "one line: {stderr}");
+    assert!(client.is_closed_by_server(), "no answer rather than a wrong one");
+}

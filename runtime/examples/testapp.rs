@@ -195,8 +195,31 @@ impl std::fmt::Display for Bottomless {
     }
 }
 
+/// Recurses without end when dropped: during a panic's unwind it runs past the stack headroom.
+struct BottomlessDrop;
+
+#[inline(never)]
+#[allow(unconditional_recursion)] // On purpose: it ends in the guard page.
+fn bottomless(depth: u64) -> u64 {
+    let pad = std::hint::black_box([depth as u8; 256]);
+    bottomless(depth + 1) + std::hint::black_box(pad)[0] as u64
+}
+
+impl Drop for BottomlessDrop {
+    fn drop(&mut self) {
+        std::hint::black_box(bottomless(0));
+    }
+}
+
 fn ladder_endpoints(router: cella::Router) -> cella::Router {
     router
+        .get(
+            "/panic-then-bottomless-drop",
+            handler_fn(|_| {
+                let _deep = BottomlessDrop;
+                panic!("unwinding into a destructor that recurses without end");
+            }),
+        )
         .get(
             "/println",
             handler_fn(|_| {

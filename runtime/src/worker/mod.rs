@@ -23,6 +23,7 @@ mod probes;
 mod read;
 mod respond;
 mod slots;
+mod taint;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -117,6 +117,9 @@ impl Worker {
             }
             Step::Finished(_) => slot.task = None,
         }
+        if self.slots[slot_index].ended_hard {
+            self.check_after_hard_cancel(slot_index);
+        }
         step
     }
 
@@ -188,6 +191,7 @@ impl Worker {
             task.abandon();
             slot.task = None;
             slot.ended_hard = true;
+            self.check_after_hard_cancel(slot_index);
         }
     }
 

@@ -1,0 +1,102 @@
+//! The last rung of the cancellation ladder: after a hard cancel (the handler's stack was
+//! abandoned without unwinding), check what std could have been left holding on this thread. A
+//! worker that fails a check is *tainted*: it cannot serve soundly any more, so the instance
+//! stops being ready, stops accepting, lets the other workers finish their requests (at most
+//! [`TAINTED_DRAIN_MAX`]), and exits with [`EXIT_TAINTED`] after one line on stderr naming the
+//! worker, the cause and the request cancelled last. Its supervisor restarts it.
+//!
+//! Checked: std's per-thread panic count (a panic cut short by the guard page leaves
+//! `std::thread::panicking()` true: the next overrun would be taken for an out-of-memory panic,
+//! the next panic may abort), and stdout's and stderr's `RefCell`s (a print cut short leaves them
+//! borrowed: every later print on this worker panics, and the other workers block on the lock
+//! for ever). Not checkable from outside std: a stdio lock held without its `RefCell` borrowed,
+//! std's other internal locks (backtrace, environment), locks of other libraries; those are
+//! what the stack headroom (`cancel::STACK_HEADROOM_BYTES`) is for.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::Worker;
+use crate::sys;
+
+/// The exit status of an instance that escalated (EX_SOFTWARE, sysexits(3)).
+pub(super) const EXIT_TAINTED: i32 = 70;
+/// How long the other workers get to finish their requests once a worker is tainted.
+pub(super) const TAINTED_DRAIN_MAX: Duration = Duration::from_secs(3);
+/// Longest part of the cancelled request's path that is logged (client bytes).
+const PATH_BYTES_MAX: usize = 120;
+
+/// A fixed line that replaces control bytes and drops what does not fit.
+struct Line {
+    bytes: [u8; 400],
+    len: usize,
+}
+
+impl Write for Line {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        for byte in text.bytes() {
+            if self.len == self.bytes.len() - 1 {
+                break;
+            }
+            self.bytes[self.len] = if byte.is_ascii_control() { b'?' } else { byte };
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+/// What std was left holding on this thread by an abandoned stack, if anything.
+fn taint_cause() -> Option<&'static str> {
+    if std::thread::panicking() {
+        return Some("a panic was cut short by the guard page (std's panic count stays set)");
+    }
+    if crate::panic_hook::stdio_left_borrowed() {
+        return Some("a print was cut short inside stdout's or stderr's lock");
+    }
+    None
+}
+
+impl Worker {
+    /// Checks the worker after the task on `slot_index` ended hard; escalates if it is tainted.
+    pub(super) fn check_after_hard_cancel(&mut self, slot_index: usize) {
+        if let Some(cause) = taint_cause() {
+            self.escalate(cause, slot_index);
+        }
+    }
+
+    fn escalate(&mut self, cause: &str, slot_index: usize) -> ! {
+        let mut line = Line { bytes: [0; 400], len: 0 };
+        let _ = write!(line, "cella: fatal: worker {} is tainted: {cause}", self.index);
+        if let Some(raw) = self.slots[slot_index].request {
+            // SAFETY: the slot keeps the request's memory until it is released, which has not
+            // happened yet (the caller still holds the slot).
+            let request = unsafe { raw.to_request() };
+            let path = request.path();
+            let mut cut = path.len().min(PATH_BYTES_MAX);
+            while !path.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let _ = write!(line, "; last request cancelled: {} {}", request.method(), &path[..cut]);
+        }
+        let _ = line.write_str("; draining the other workers, then exiting\n");
+        let end = line.len;
+        line.bytes[end] = b'\n';
+        sys::write_stderr(&line.bytes[..=end]);
+        // Release (both): pairs with the Acquire loads at the top of every worker's loop.
+        self.shared.unready.store(true, Ordering::Release);
+        self.shared.shutdown.store(true, Ordering::Release);
+        if let Ok(wakers) = self.shared.wakers.lock() {
+            wakers.iter().for_each(|waker| drop(waker.wake()));
+        }
+        self.listener = None; // New connections go to the other workers' listeners meanwhile.
+        let deadline = Instant::now() + TAINTED_DRAIN_MAX;
+        // Acquire: pairs with the AcqRel decrement at each worker's exit; this one counts too.
+        while self.shared.alive.load(Ordering::Acquire) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // _exit, not exit: std's exit flushes stdout under its lock, which may be held for ever.
+        // SAFETY: _exit(2) ends the process at once; nothing is required of the caller.
+        unsafe { libc::_exit(EXIT_TAINTED) }
+    }
+}
