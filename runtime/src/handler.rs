@@ -16,6 +16,8 @@ use std::net::SocketAddr;
 use cella_arena::Arena;
 pub use http::{Method, StatusCode};
 
+use crate::reply::{Error, IntoHandlerResult};
+
 /// Handles requests. `&self` is shared by every worker at once, so shared state needs
 /// synchronisation (and must not hold arena memory: see the module docs).
 pub trait Handler: Send + Sync + 'static {
@@ -27,19 +29,49 @@ pub trait Handler: Send + Sync + 'static {
     fn prepare_thread(&self) {}
 }
 
+/// A function from a request to what a handler may return (a [`Response`], or a `Result` whose
+/// error is [`IntoResponse`](crate::IntoResponse)): every such function is a [`Handler`].
+/// Implemented for every fitting `Fn`; not meant to be implemented by hand.
+pub trait HandlerFn<'a>: Fn(&Request<'a>) -> <Self as HandlerFn<'a>>::Output {
+    type Output: IntoHandlerResult<'a>;
+}
+
+impl<'a, F, R> HandlerFn<'a> for F
+where
+    F: Fn(&Request<'a>) -> R,
+    R: IntoHandlerResult<'a>,
+{
+    type Output = R;
+}
+
 impl<F> Handler for F
 where
-    F: for<'a> Fn(&Request<'a>) -> Response<'a> + Send + Sync + 'static,
+    F: for<'a> HandlerFn<'a> + Send + Sync + 'static,
 {
     fn handle<'a>(&'a self, request: &Request<'a>) -> Response<'a> {
-        self(request)
+        self(request).into_handler_result()
     }
 }
 
 /// Helps closures infer the borrowed signature: `handler_fn(|req| Response::text("hi"))`.
+/// A closure that returns a `Result` goes through [`try_handler_fn`].
 pub fn handler_fn<F>(f: F) -> F
 where
     F: for<'a> Fn(&Request<'a>) -> Response<'a> + Send + Sync + 'static,
+{
+    f
+}
+
+/// As [`handler_fn`], for a closure returning `Result<Response, cella::Error>`, so that `?`
+/// works inside it (anything `Into<cella::Error>` converts):
+/// `try_handler_fn(|req| Ok(Response::text(req.param("id").ok_or(StatusCode::NOT_FOUND)?)))`.
+///
+/// Rust cannot infer a closure's borrowed signature through a bound that admits both return
+/// types, hence two functions; a named function may return `Result<Response, E>` with any
+/// `E: IntoResponse` and is a [`Handler`] without either.
+pub fn try_handler_fn<F>(f: F) -> F
+where
+    F: for<'a> Fn(&Request<'a>) -> Result<Response<'a>, Error> + Send + Sync + 'static,
 {
     f
 }

@@ -30,6 +30,7 @@ pub mod http;
 pub mod net;
 mod panic_hook;
 mod pool;
+mod reply;
 mod router;
 mod server;
 mod slot_request;
@@ -40,7 +41,11 @@ mod worker;
 
 pub use cella_arena::{AllocError, Arena, ArenaString, ArenaVec, RoutingAlloc};
 pub use cella_shared::{Config, ConfigError, MemoryPlan};
-pub use handler::{handler_fn, Body, Handler, Method, Params, Request, Response, StatusCode, Text};
+pub use handler::{
+    handler_fn, try_handler_fn, Body, Handler, HandlerFn, Method, Params, Request, Response,
+    StatusCode, Text,
+};
+pub use reply::{Error, IntoHandlerResult, IntoResponse};
 pub use router::Router;
 pub use server::{fds_needed, RunningServer, Server, StartError, Stats};
 pub use state::{allocations_persist, in_arena, persist, state_heap_stats, StateHeapStats};
