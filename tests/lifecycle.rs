@@ -463,3 +463,26 @@ fn io_buffer_limit_allows_exact_limit_and_is_enforced() {
     second.send(b"host: t\r\n\r\n");
     assert_eq!(second.response().status, 200);
 }
+
+#[test]
+fn slow_heads_cannot_starve_the_instance_of_io_buffers() {
+    let server = ServerProcess::start(&["--set", "io_buffers=4"]);
+    let addr = server.addr();
+    // Twelve clients start a head and stall (slowloris): three times the pairs there are.
+    let mut stalled: Vec<Client> = (0..12)
+        .map(|_| {
+            let mut client = Client::connect(addr);
+            client.send(b"GET / HTTP/1.1\r\nhost: t\r\n");
+            client
+        })
+        .collect();
+    // A normal client is served long before the stalled heads' own deadline (10 s): under
+    // pressure, the heads arriving longest (at least 1 s) give their pairs back with 408.
+    let started = Instant::now();
+    assert_eq!(get(addr, "/").status, 200);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // The oldest nine went first (the last three may still hold the pairs).
+    for client in &mut stalled[..9] {
+        assert!(client.is_closed_by_server());
+    }
+}

@@ -136,6 +136,7 @@ impl Server {
             shutdown: AtomicBool::new(false),
             unready: AtomicBool::new(false),
             body_slots: AtomicUsize::new(0),
+            io_waiting: AtomicUsize::new(0),
             stats: (0..plan.workers).map(|_| WorkerStats::default()).collect(),
             wakers: Mutex::new(Vec::with_capacity(plan.workers)),
             alive: AtomicUsize::new(plan.workers),

@@ -41,6 +41,9 @@ pub enum ErrorKind {
     HeadTimeout,
     /// The body did not arrive within `body_read_timeout_ms`.
     BodyTimeout,
+    /// Every I/O buffer pair is lent and this head has been arriving the longest (at least a
+    /// second): its pair goes to a waiting connection.
+    HeadTooSlowUnderPressure,
     /// The body arrived slower than `body_rate_min_bytes_per_s`.
     BodyTooSlow,
     /// `body_slots_max` slots are already held by bodies still arriving.
@@ -93,6 +96,7 @@ impl ErrorKind {
             BodyTooLarge => (413, "request body too large", true),
             HeadTimeout => (408, "request head not received in time", true),
             BodyTimeout => (408, "request body not received in time", true),
+            HeadTooSlowUnderPressure => (408, "request head arriving too slowly", true),
             BodyTooSlow => (408, "request body arriving too slowly", true),
             BodySlotsFull => (408, "too many request bodies arriving at once; retry", true),
             NoSlot => (503, "server busy, retry", false),

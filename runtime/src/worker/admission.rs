@@ -137,6 +137,7 @@ impl Worker {
             self.release_slot(slot);
         }
         self.return_io_buffers(index);
+        self.stop_waiting_for_io_buffers(index);
         self.give_back_body_slot(index);
         let conn = &mut self.conns[index];
         if let Some(mut stream) = conn.stream.take() {
@@ -151,7 +152,6 @@ impl Worker {
         conn.deadline = None;
         conn.close_after = false;
         conn.eof = false;
-        conn.waiting_io = false;
         conn.body_before_slot = false;
         conn.body = BodyState::None;
         self.conns.release(index);

@@ -4,8 +4,16 @@
 //! connection costs no buffer memory. When every pair is lent, a connection that must read
 //! waits in `io_waiters` (its head deadline runs). Must not parse, respond or touch slots.
 
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
 use super::conn::Phase;
 use super::Worker;
+use crate::http::ErrorKind;
+
+/// How long a connection must have been reading its head before, with every I/O buffer pair
+/// lent, its pair is taken back (408). A request sent in one go is read in microseconds.
+const HEAD_PRESSURE_AGE_MIN: Duration = Duration::from_secs(1);
 
 impl Worker {
     /// Borrows a pair for connection `index` if it has none. `false`: every pair is lent.
@@ -55,7 +63,7 @@ impl Worker {
         while free > 0 {
             let Some(waiter) = self.io_waiters.pop_front() else { return };
             if self.conns.owns(waiter) && self.conns[waiter].waiting_io {
-                self.conns[waiter].waiting_io = false;
+                self.stop_waiting_for_io_buffers(waiter);
                 self.runnable.push_back(waiter);
                 free -= 1;
             }
@@ -64,15 +72,52 @@ impl Worker {
 
     /// Connection `index` has bytes to read and no pair is free: wait for one.
     pub(super) fn wait_for_io_buffers(&mut self, index: usize) {
-        let conn = &mut self.conns[index];
-        if !conn.waiting_io {
-            conn.waiting_io = true;
-            if conn.phase == Phase::Idle {
-                conn.phase = Phase::Head;
-                conn.deadline = Some(self.now + self.settings.header_read_timeout);
-            }
-            self.io_waiters.push_back(index);
-            self.stats().io_buffer_waits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.conns[index].waiting_io {
+            return;
         }
+        if self.conns[index].phase == Phase::Idle {
+            self.start_head(index);
+        }
+        self.conns[index].waiting_io = true;
+        self.io_waiters.push_back(index);
+        self.stats().io_buffer_waits.fetch_add(1, Ordering::Relaxed);
+        // Relaxed: a hint for the other workers' sweeps (`relieve_io_pressure`).
+        self.shared.io_waiting.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connection `index` no longer waits for a pair (it got one, or it closed).
+    pub(super) fn stop_waiting_for_io_buffers(&mut self, index: usize) {
+        if std::mem::take(&mut self.conns[index].waiting_io) {
+            self.shared.io_waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Some connection of the instance waits for a pair: take one back from this worker's
+    /// connection that has been reading its head (or a small body) the longest, if for at least
+    /// `HEAD_PRESSURE_AGE_MIN`, answering it 408. Clients that send a request in one go hold a
+    /// pair for microseconds; one that trickles its head holds it for its whole head deadline,
+    /// and a few such clients must not starve the instance of pairs (slowloris). Called by the
+    /// sweep: at most one a turn per worker.
+    pub(super) fn relieve_io_pressure(&mut self) {
+        // Relaxed: a hint; a stale value costs one scan, or one sweep of delay.
+        if self.shared.io_waiting.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let oldest = (0..self.conns.len())
+            .filter(|&index| self.conns.owns(index))
+            .filter(|&index| {
+                let conn = &self.conns[index];
+                conn.phase == Phase::Head && conn.io.is_some() && !conn.waiting_io
+            })
+            .min_by_key(|&index| self.conns[index].head_started);
+        let Some(index) = oldest else { return };
+        if self.now.saturating_duration_since(self.conns[index].head_started)
+            < HEAD_PRESSURE_AGE_MIN
+        {
+            return;
+        }
+        self.stats().slow_head_evictions.fetch_add(1, Ordering::Relaxed);
+        self.fail(index, ErrorKind::HeadTooSlowUnderPressure);
+        self.drive(index);
     }
 }

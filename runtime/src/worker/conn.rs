@@ -102,6 +102,8 @@ pub(crate) struct Conn {
     pub(super) peer_closed: bool,
     /// In the worker's `io_waiters`: bytes came, no I/O buffer pair was free.
     pub(super) waiting_io: bool,
+    /// When the current head started (or its wait for a buffer pair): its age under pressure.
+    pub(super) head_started: Instant,
     /// The head is complete and its small body is being read into the read buffer before a
     /// slot is claimed: the body deadline runs.
     pub(super) body_before_slot: bool,
@@ -158,6 +160,7 @@ impl Conn {
             body_before_slot: false,
             body_slot: None,
             body: BodyState::None,
+            head_started: Instant::now(),
             request: RequestMeta::UNKNOWN,
         }
     }

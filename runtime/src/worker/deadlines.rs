@@ -23,6 +23,7 @@ impl Worker {
 
     /// Enforces connection deadlines.
     pub(super) fn sweep(&mut self) {
+        self.relieve_io_pressure();
         if let Some(until) = self.accept_paused_until {
             if self.now >= until {
                 self.accept_paused_until = None;

@@ -174,6 +174,8 @@ pub(crate) struct WorkerStats {
     pub body_slots_full: AtomicU64,
     /// Requests cut off (408) because their body arrived slower than the minimum rate.
     pub body_too_slow: AtomicU64,
+    /// Slow heads answered 408 to give their I/O buffer pair to a waiting connection.
+    pub slow_head_evictions: AtomicU64,
     /// Times a connection with bytes to read found every I/O buffer pair lent.
     pub io_buffer_waits: AtomicU64,
     /// Probe requests (`liveness_path`, `readiness_path`) the worker answered itself.
@@ -190,6 +192,8 @@ pub(crate) struct Shared {
     pub unready: AtomicBool,
     /// Slots held by requests whose bodies are still arriving, in the whole instance.
     pub body_slots: AtomicUsize,
+    /// Connections of the instance waiting for an I/O buffer pair.
+    pub io_waiting: AtomicUsize,
     pub stats: Box<[WorkerStats]>,
     pub wakers: Mutex<Vec<Arc<Waker>>>,
     pub alive: AtomicUsize,

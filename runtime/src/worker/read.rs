@@ -73,10 +73,17 @@ impl Worker {
             return false;
         }
         if conn.phase == Phase::Idle {
-            conn.phase = Phase::Head;
-            self.conns[index].deadline = Some(self.now + self.settings.header_read_timeout);
+            self.start_head(index);
         }
         self.parse_head(index)
+    }
+
+    /// Connection `index` starts reading a request head: its deadline and its age start now.
+    pub(super) fn start_head(&mut self, index: usize) {
+        let conn = &mut self.conns[index];
+        conn.phase = Phase::Head;
+        conn.head_started = self.now;
+        conn.deadline = Some(self.now + self.settings.header_read_timeout);
     }
 
     /// Parses the buffered head; on success claims a slot and moves on to the body.

@@ -191,8 +191,7 @@ impl Worker {
             && conn.read_start < conn.read_end
             && conn.write_end < conn.write.capacity() / 2;
         if batching {
-            conn.phase = Phase::Head;
-            self.conns[index].deadline = Some(self.now + self.settings.header_read_timeout);
+            self.start_head(index);
             return true;
         }
         match conn.flush() {
@@ -222,8 +221,7 @@ impl Worker {
             conn.phase = Phase::Linger;
             self.conns[index].deadline = Some(self.now + self.settings.linger_timeout);
         } else if conn.read_start < conn.read_end {
-            conn.phase = Phase::Head;
-            self.conns[index].deadline = Some(self.now + self.settings.header_read_timeout);
+            self.start_head(index);
         } else {
             conn.phase = Phase::Idle;
             conn.kept_alive = true;
