@@ -37,6 +37,7 @@ mod slot_request;
 mod state;
 pub mod sync;
 mod sys;
+pub mod testing;
 mod worker;
 
 pub use cella_arena::{AllocError, Arena, ArenaString, ArenaVec, RoutingAlloc};

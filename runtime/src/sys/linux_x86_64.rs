@@ -54,6 +54,30 @@ pub fn set_signal_stack(span: Span) -> io::Result<()> {
     syscall!(libc::sigaltstack(&stack, ptr::null_mut())).map(drop)
 }
 
+/// The signal stack a thread had before [`swap_signal_stack`], to put back.
+pub struct PreviousSignalStack(libc::stack_t);
+
+/// Makes `span` this thread's signal stack for a while (`cella::testing` runs handlers on
+/// threads it does not own); [`restore_signal_stack`] puts the previous one back.
+pub fn swap_signal_stack(span: Span) -> io::Result<PreviousSignalStack> {
+    let stack = libc::stack_t { ss_sp: span.ptr.as_ptr().cast(), ss_flags: 0, ss_size: span.len };
+    // SAFETY: a zeroed stack_t is a valid value for the kernel to overwrite.
+    let mut previous: libc::stack_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `span` is valid, writable memory that outlives the matching restore, and
+    // `previous` is ours to write (sigaltstack(2)).
+    syscall!(libc::sigaltstack(&stack, &mut previous))?;
+    Ok(PreviousSignalStack(previous))
+}
+
+/// Puts back the signal stack [`swap_signal_stack`] replaced.
+pub fn restore_signal_stack(previous: PreviousSignalStack) -> io::Result<()> {
+    let mut stack = previous.0;
+    // SS_ONSTACK is reported, never accepted (sigaltstack(2)); we are not on that stack now.
+    stack.ss_flags &= !libc::SS_ONSTACK;
+    // SAFETY: the stack the kernel reported for this thread, still owned by whoever set it.
+    syscall!(libc::sigaltstack(&stack, ptr::null_mut())).map(drop)
+}
+
 /// Writes `message` to stderr with one write(2): safe in a signal handler.
 pub fn write_stderr(message: &[u8]) {
     // SAFETY: a valid buffer; a failed write to stderr has nowhere else to be reported.

@@ -5,7 +5,9 @@
 //!   this thread makes that slot's coroutine return `Fault::StackOverflow`; any other fault is
 //!   passed to the previous handler (the default one crashes the process), never turned into a
 //!   500.
-//! - `set_signal_stack(span)`: makes `span` this thread's alternate signal stack.
+//! - `set_signal_stack(span)`: makes `span` this thread's alternate signal stack;
+//!   `swap_signal_stack(span)` does too and returns the previous one, which
+//!   `restore_signal_stack(previous)` puts back.
 //! - `block_shutdown_signals()` / `wait_shutdown_signal(timeout)`: SIGTERM and SIGINT are
 //!   blocked in every thread and taken synchronously by the thread that waits for them.
 //! - `open_fd_count()`: descriptors open in this process, for tests.

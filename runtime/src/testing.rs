@@ -1,0 +1,604 @@
+//! Calling a handler without a socket, as the server would call it: for unit tests.
+//!
+//! ```
+//! use cella::testing::{self, TestRequest};
+//! use cella::{handler_fn, Response, Router};
+//!
+//! let app = Router::new().get("/hello/{name}", handler_fn(|req| {
+//!     Response::text(format!("hello, {}\n", req.param("name").unwrap_or("you")))
+//! }));
+//! let response = testing::call(&app, TestRequest::get("/hello/world"));
+//! assert_eq!(response.status(), 200);
+//! assert_eq!(response.text(), "hello, world\n");
+//! ```
+//!
+//! [`call`] goes the server's way from the request head on: the head is encoded as a client
+//! would send it, parsed by the server's own parser with the configuration's limits (a head the
+//! server refuses gets the server's answer: 400, 413, 431, ...), copied with the body into a
+//! real slot (a region mapped by the tester: guard page, stack, arena), and the handler runs as a
+//! coroutine on that slot's stack with its allocations routed to the slot's arena (when the test
+//! binary's global allocator is [`RoutingAlloc`](crate::RoutingAlloc)). So a handler that
+//! overruns its arena or its stack, or panics, gets a 500 here as in the server, and one that runs
+//! past `handler_timeout_ms` a 504; the slot is wiped after each call. The response is checked
+//! and trimmed as the server does (a 1xx status or a header that is not a valid field: 500; the
+//! runtime's own headers dropped; no body for HEAD, 204 and 304) and copied out of the arena.
+//!
+//! What differs from the server: `cella::net` sockets are not available (their calls fail with
+//! `Unsupported`; `cella::net::sleep` works, on the calling thread); `prepare_thread` runs
+//! before every call, on the calling thread; the request's remote address is `127.0.0.1:1`
+//! unless set; the runtime's response headers (`Date`, `Content-Length`, `Connection`) are not
+//! added. Without `RoutingAlloc` as the global allocator, the handler's ordinary allocations go
+//! to the system heap and its arena limit is not enforced.
+//!
+//! Memory: the first [`call`] maps the default tester's region (the default configuration with
+//! [`DEFAULT_TESTER_SLOTS`] slots and the default state heap, faulted in as used) and keeps it
+//! for the life of the process, so state a handler persists ([`crate::persist`],
+//! [`crate::sync::Mutex`]) outlives the call as it would outlive a request. A [`Tester`] made
+//! with another configuration maps slots of its own but shares that state heap.
+
+use std::fmt;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use cella_arena::fds::{self, FdTable};
+use cella_arena::{Arena, Region, RegionOptions, Route, SlotMemory, Span};
+use cella_shared::limits::HEADERS_COUNT_MAX;
+
+use crate::cancel::{self, Fault, Step, Task, Wake};
+use crate::handler::{Handler, Method, Response, StatusCode};
+use crate::http::encode::{self, BodyRule};
+use crate::http::parse::{self, Framing, HeadLimits};
+use crate::http::ErrorKind;
+use crate::slot_request::{BodyBuf, CopyError, RawRequest};
+use crate::{sys, Config, StartError};
+
+/// Slots of the default tester: as many calls run at once (from the test harness's threads);
+/// more wait for a free slot.
+pub const DEFAULT_TESTER_SLOTS: usize = 8;
+
+/// The remote address a [`TestRequest`] has unless [`TestRequest::remote_addr`] sets one.
+pub const DEFAULT_REMOTE_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 1);
+
+/// Calls `handler` with `request` on a slot of the default tester (see the module docs).
+///
+/// # Panics
+/// When the default tester's region cannot be mapped (the process is out of address space or
+/// of region slots), or when the request cannot be framed with a Content-Length (see
+/// [`TestRequest::header`]).
+pub fn call<H: Handler + ?Sized>(handler: &H, request: TestRequest) -> TestResponse {
+    default_tester().call(handler, request)
+}
+
+fn default_tester() -> &'static Tester {
+    static DEFAULT: OnceLock<Tester> = OnceLock::new();
+    DEFAULT.get_or_init(|| {
+        let config = Config {
+            workers: DEFAULT_TESTER_SLOTS,
+            slots: DEFAULT_TESTER_SLOTS,
+            io_buffers: 1,
+            ..Config::default()
+        };
+        Tester::map(&config, true)
+            .unwrap_or_else(|error| panic!("cella::testing: cannot map the test slots: {error}"))
+    })
+}
+
+/// A request to [`call`] a handler with: a method, a target as a client sends it
+/// (`/path?query`, not decoded), headers, and a body.
+#[derive(Clone, Debug)]
+pub struct TestRequest {
+    method: Method,
+    target: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    remote: SocketAddr,
+    minor_version: u8,
+}
+
+impl TestRequest {
+    /// A request for `target` (`/path?query`, sent as given: percent-encode it as a client
+    /// would).
+    pub fn new(method: Method, target: &str) -> TestRequest {
+        TestRequest {
+            method,
+            target: target.to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            remote: SocketAddr::from(DEFAULT_REMOTE_ADDR),
+            minor_version: 1,
+        }
+    }
+
+    pub fn get(target: &str) -> TestRequest {
+        TestRequest::new(Method::GET, target)
+    }
+
+    pub fn head(target: &str) -> TestRequest {
+        TestRequest::new(Method::HEAD, target)
+    }
+
+    pub fn post(target: &str) -> TestRequest {
+        TestRequest::new(Method::POST, target)
+    }
+
+    pub fn put(target: &str) -> TestRequest {
+        TestRequest::new(Method::PUT, target)
+    }
+
+    pub fn delete(target: &str) -> TestRequest {
+        TestRequest::new(Method::DELETE, target)
+    }
+
+    /// Adds a header. `Host: test` is sent unless one is given, and `Content-Length` (the
+    /// body's) unless one is given; a `Transfer-Encoding` makes [`call`] panic (the body is
+    /// always sent whole).
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> TestRequest {
+        self.headers.push((name.to_owned(), value.as_ref().to_vec()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> TestRequest {
+        self.body = body.into();
+        self
+    }
+
+    pub fn remote_addr(mut self, remote: SocketAddr) -> TestRequest {
+        self.remote = remote;
+        self
+    }
+
+    /// Sends the request as HTTP/1.0 (HTTP/1.1 otherwise).
+    pub fn http_1_0(mut self) -> TestRequest {
+        self.minor_version = 0;
+        self
+    }
+
+    fn has_header(&self, name: &str) -> bool {
+        self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+
+    /// The head as a client sends it.
+    fn encode_head(&self) -> Vec<u8> {
+        let mut head = Vec::with_capacity(128 + self.target.len());
+        head.extend_from_slice(self.method.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(self.target.as_bytes());
+        head.extend_from_slice(if self.minor_version == 0 {
+            b" HTTP/1.0\r\n"
+        } else {
+            b" HTTP/1.1\r\n"
+        });
+        if !self.has_header("host") {
+            head.extend_from_slice(b"host: test\r\n");
+        }
+        assert!(
+            !self.has_header("transfer-encoding"),
+            "cella::testing sends the body whole with a Content-Length: leave Transfer-Encoding out"
+        );
+        if !self.has_header("content-length") && !self.body.is_empty() {
+            head.extend_from_slice(format!("content-length: {}\r\n", self.body.len()).as_bytes());
+        }
+        for (name, value) in &self.headers {
+            head.extend_from_slice(name.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value);
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        head
+    }
+}
+
+/// The response a handler gave through [`call`], copied out of its slot.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TestResponse {
+    status: StatusCode,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl TestResponse {
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Every header the handler set and the server would send, in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().map(|(name, value)| (name.as_str(), value.as_str()))
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body as text (invalid UTF-8 replaced by U+FFFD).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// What the server answers for `kind` (a refused head, a failed handler).
+    fn from_error(kind: ErrorKind, head_request: bool) -> TestResponse {
+        let reply = kind.response();
+        let status =
+            StatusCode::from_u16(reply.status).expect("the error table's statuses are valid");
+        let mut body = Vec::new();
+        if BodyRule::of(reply.status, head_request).body {
+            body.extend_from_slice(reply.message.as_bytes());
+            body.push(b'\n');
+        }
+        let content_type = ("content-type".to_owned(), "text/plain; charset=utf-8".to_owned());
+        TestResponse { status, headers: vec![content_type], body }
+    }
+
+    /// Copies what the server would send of `response` (see `worker/respond.rs`).
+    fn from_response(response: &Response<'_>, head_request: bool) -> TestResponse {
+        let valid = !response.status().is_informational()
+            && response
+                .headers()
+                .all(|(name, value)| encode::header_allowed(name, value.as_bytes()));
+        if !valid {
+            return TestResponse::from_error(ErrorKind::BadResponse, head_request);
+        }
+        let headers = response
+            .headers()
+            .filter(|(name, _)| !encode::header_owned_by_runtime(name))
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect();
+        let body = if BodyRule::of(response.status().as_u16(), head_request).body {
+            response.body_bytes().to_vec()
+        } else {
+            Vec::new()
+        };
+        TestResponse { status: response.status(), headers, body }
+    }
+}
+
+impl fmt::Debug for TestResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &String::from_utf8_lossy(&self.body))
+            .finish()
+    }
+}
+
+/// What one call needs of the configuration.
+struct Limits {
+    head: HeadLimits,
+    headers_count_max: usize,
+    body_bytes_max: usize,
+    handler_timeout: Duration,
+}
+
+/// One slot of a tester, with the signal stack and panic reserve of the "worker" that runs it
+/// (the calling thread, while the call lasts).
+struct TestSlot {
+    memory: SlotMemory,
+    arena: Arena,
+    reserve: Arena,
+    signal_stack: Span,
+}
+
+/// Slots to [`call`](Tester::call) handlers on, mapped for one configuration: its arena and
+/// stack sizes, its head and body limits, its `handler_timeout_ms`. As many calls run at once
+/// as it has slots (one per worker of the configuration); more wait for a free one.
+pub struct Tester {
+    // Dropped last: the slots below point into it.
+    _region: Region,
+    slots: Mutex<Vec<TestSlot>>,
+    freed: Condvar,
+    limits: Limits,
+}
+
+impl Tester {
+    /// Maps slots for `config` (`workers` slots, at least one). Its handlers' persisted state
+    /// goes to the default tester's state heap, which lives as long as the process.
+    pub fn new(config: &Config) -> Result<Tester, StartError> {
+        default_tester();
+        let config = Config { slots: config.workers_resolved(), io_buffers: 1, ..config.clone() };
+        Tester::map(&config, false)
+    }
+
+    fn map(config: &Config, with_state_heap: bool) -> Result<Tester, StartError> {
+        let mut plan =
+            config.validate(cella_arena::page_size() as u64).map_err(StartError::Config)?;
+        if !with_state_heap {
+            plan.total_bytes -= plan.state_heap_size;
+            plan.state_heap_size = 0;
+        }
+        crate::panic_hook::install();
+        sys::install_fault_handler()
+            .map_err(|source| StartError::Io { step: "install the fault handler", source })?;
+        let options = RegionOptions { prefault: false, mlock: false, quarantine: false };
+        let mut region = Region::map(&plan, options).map_err(StartError::Region)?;
+        let mut slots = Vec::with_capacity(plan.slots);
+        for worker in region.carve() {
+            let reserve = worker.panic_reserve;
+            let (memory, arena) = worker.slots.into_iter().next().expect("one slot per worker");
+            cancel::protect_headroom(&memory)
+                .map_err(|source| StartError::Io { step: "protect a stack's headroom", source })?;
+            slots.push(TestSlot { memory, arena, reserve, signal_stack: worker.signal_stack });
+        }
+        let limits = Limits {
+            head: HeadLimits {
+                line_bytes_max: config.request_line_size_max.0 as usize,
+                head_bytes_max: config.request_head_size_max.0 as usize,
+            },
+            headers_count_max: config.headers_count_max.min(HEADERS_COUNT_MAX),
+            body_bytes_max: config.request_body_size_max.0 as usize,
+            handler_timeout: Duration::from_millis(config.handler_timeout_ms),
+        };
+        Ok(Tester { _region: region, slots: Mutex::new(slots), freed: Condvar::new(), limits })
+    }
+
+    /// Calls `handler` with `request` on one of this tester's slots (see the module docs).
+    ///
+    /// # Panics
+    /// As [`call`].
+    pub fn call<H: Handler + ?Sized>(&self, handler: &H, request: TestRequest) -> TestResponse {
+        let head_request = request.method == Method::HEAD;
+        let head_bytes = request.encode_head();
+        let mut storage = [MaybeUninit::uninit(); HEADERS_COUNT_MAX];
+        let fields = &mut storage[..self.limits.headers_count_max];
+        let (head, fields) = match parse::parse_head(&head_bytes, fields, self.limits.head) {
+            Ok(Some(parsed)) => parsed,
+            // The head ends with an empty line: a head still "incomplete" is malformed.
+            Ok(None) => return TestResponse::from_error(ErrorKind::MalformedHead, head_request),
+            Err(kind) => return TestResponse::from_error(kind, head_request),
+        };
+        let body_len = match head.framing {
+            Framing::Empty => 0,
+            Framing::Length(length) => length,
+            Framing::Chunked => unreachable!("encode_head refuses Transfer-Encoding"),
+        };
+        assert!(
+            body_len == request.body.len() as u64,
+            "the test request's content-length says {body_len} bytes but its body has {}",
+            request.body.len()
+        );
+        if request.body.len() > self.limits.body_bytes_max {
+            return TestResponse::from_error(ErrorKind::BodyTooLarge, head_request);
+        }
+        let mut slot = self.take_slot();
+        let copied = RawRequest::copy_in(
+            &slot.arena,
+            &head_bytes[..head.len],
+            &head,
+            fields,
+            request.remote,
+        )
+        .map_err(|error| match error {
+            CopyError::Alloc => ErrorKind::HeadersTooLarge,
+            CopyError::OutsideHead => ErrorKind::MalformedHead,
+        })
+        .and_then(|mut raw| {
+            let mut body = BodyBuf::alloc(&slot.arena, request.body.len())
+                .map_err(|_| ErrorKind::BodyTooLarge)?;
+            body.unfilled().copy_from_slice(&request.body);
+            body.filled = request.body.len();
+            raw.set_body(body, &slot.arena);
+            Ok(raw)
+        });
+        let response = match copied {
+            Ok(raw) => self.run(&mut slot, handler, raw, head_request),
+            Err(kind) => TestResponse::from_error(kind, head_request),
+        };
+        slot.arena.wipe();
+        self.give_back(slot);
+        response
+    }
+
+    fn take_slot(&self) -> TestSlot {
+        let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        loop {
+            if let Some(slot) = slots.pop() {
+                return slot;
+            }
+            slots = self.freed.wait(slots).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    fn give_back(&self, slot: TestSlot) {
+        let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        slots.push(slot);
+        self.freed.notify_one();
+    }
+
+    /// Runs the handler on `slot` until it ends, as a worker does (`worker/slots.rs`), and copies
+    /// its response out. Leaves the arena to be wiped by the caller.
+    fn run<H: Handler + ?Sized>(
+        &self,
+        slot: &mut TestSlot,
+        handler: &H,
+        raw: RawRequest,
+        head_request: bool,
+    ) -> TestResponse {
+        handler.prepare_thread();
+        let handler: *const H = handler;
+        let mut task = Task::new(&slot.memory, move || {
+            // SAFETY: `handler` is borrowed by `run`'s caller until the task has ended, and the
+            // slot keeps the request's memory until the caller wipes it, after the response is
+            // dropped.
+            unsafe { (*handler).handle(&raw.to_request()) }
+        });
+        let mut route = Route::new(cancel::on_arena_exhausted);
+        route.arena = &slot.arena;
+        route.reserve = &slot.reserve;
+        let fd_table = FdTable::new();
+        let previous_stack = sys::swap_signal_stack(slot.signal_stack)
+            .unwrap_or_else(|error| panic!("cella::testing: cannot set the signal stack: {error}"));
+        let deadline = Instant::now() + self.limits.handler_timeout;
+        let mut wake = Wake::Start;
+        let step = loop {
+            // SAFETY: the table and the route (with the arenas it names) live in this frame
+            // until the `leave` calls right after the task gives control back.
+            unsafe { fds::enter(&fd_table) };
+            // SAFETY: as above.
+            unsafe { cella_arena::enter(&route) };
+            let step = task.resume(wake);
+            cella_arena::leave();
+            fds::leave();
+            let Step::Suspended(wait) = step else { break step };
+            // No sockets here: only a sleep (or the handler's deadline) ends a wait.
+            let until = wait.deadline.map_or(deadline, |at| at.min(deadline));
+            std::thread::sleep(until.saturating_duration_since(Instant::now()));
+            wake = if Instant::now() >= deadline { Wake::Cancel } else { Wake::TimedOut };
+        };
+        let _ = sys::restore_signal_stack(previous_stack);
+        let (response, ended_hard) = match step {
+            Step::Finished(Ok(response)) => {
+                let copied = TestResponse::from_response(&response, head_request);
+                drop(response);
+                (copied, false)
+            }
+            Step::Finished(Err(fault)) => {
+                let kind = match fault {
+                    Fault::Panicked => ErrorKind::HandlerPanicked,
+                    Fault::StackOverflow | Fault::StackHeadroomUsed => ErrorKind::StackOverflow,
+                    Fault::Cancelled => ErrorKind::HandlerTimeout,
+                };
+                (TestResponse::from_error(kind, head_request), fault == Fault::StackOverflow)
+            }
+            Step::Overrun => {
+                (TestResponse::from_error(ErrorKind::ArenaExhausted, head_request), true)
+            }
+            Step::Suspended(_) => unreachable!("the loop runs the task until it ends"),
+        };
+        drop(task);
+        // As `release_slot`: a lock still held is released and poisoned before the wipe, and
+        // descriptors the handler opened are closed if its destructors never ran.
+        route.end_request();
+        if ended_hard {
+            fd_table.close_all();
+        } else {
+            fd_table.forget_all();
+        }
+        slot.reserve.wipe();
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::{handler_fn, Request};
+
+    fn echo_parts<'a>(request: &Request<'a>) -> Response<'a> {
+        let text = format!(
+            "{} {} {:?} {:?} {} {}",
+            request.method(),
+            request.path(),
+            request.query(),
+            request.header("x-test"),
+            String::from_utf8_lossy(request.body()),
+            request.remote_addr(),
+        );
+        Response::text(text).header("x-answer", "yes")
+    }
+
+    #[test]
+    fn a_handler_gets_the_parsed_request_and_its_response_comes_back_copied() {
+        let request = TestRequest::post("/a/b?c=d").header("x-test", "t").body("payload");
+        let response = call(&echo_parts, request);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.text(), r#"POST /a/b Some("c=d") Some("t") payload 127.0.0.1:1"#);
+        assert_eq!(response.header("X-Answer"), Some("yes"));
+        assert_eq!(response.header("content-type"), Some("text/plain; charset=utf-8"));
+    }
+
+    #[test]
+    fn a_head_the_server_refuses_gets_the_servers_answer_without_calling_the_handler() {
+        let never = handler_fn(|_| panic!("the handler must not run"));
+        let bad_target = call(&never, TestRequest::get("/a b"));
+        assert_eq!(bad_target.status(), StatusCode::BAD_REQUEST);
+        let bad_escape = call(&never, TestRequest::get("/a%zz"));
+        assert_eq!(bad_escape.status(), StatusCode::BAD_REQUEST);
+        let two_hosts = TestRequest::get("/").header("host", "a").header("host", "b");
+        assert_eq!(call(&never, two_hosts).status(), StatusCode::BAD_REQUEST);
+        let mut config = Config { workers: 1, ..Config::default() };
+        config.set("request_body_size_max", "1KiB", "a test").expect("a valid size");
+        let tester = Tester::new(&config).expect("the tester maps its slot");
+        let too_large = tester.call(&never, TestRequest::post("/").body(vec![b'x'; 1025]));
+        assert_eq!(too_large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(too_large.text(), "request body too large\n");
+    }
+
+    #[test]
+    fn a_panic_and_a_stack_overflow_get_500_and_the_slots_serve_the_next_calls() {
+        #[allow(unconditional_recursion)]
+        fn recurse(depth: u64) -> u64 {
+            let frame = [depth as u8; 512];
+            std::hint::black_box(&frame);
+            recurse(depth + 1).wrapping_add(u64::from(frame[0]))
+        }
+        let panics = handler_fn(|_| panic!("on purpose"));
+        let overflows = handler_fn(|_| Response::text(format!("{}", recurse(0))));
+        for _ in 0..DEFAULT_TESTER_SLOTS + 1 {
+            let panicked = call(&panics, TestRequest::get("/"));
+            assert_eq!(
+                (panicked.status().as_u16(), panicked.text().as_str()),
+                (500, "handler failed\n")
+            );
+            let overflowed = call(&overflows, TestRequest::get("/"));
+            assert_eq!(overflowed.text(), "request exceeded its stack\n");
+            assert_eq!(call(&echo_parts, TestRequest::get("/fine")).status(), StatusCode::OK);
+        }
+    }
+
+    #[test]
+    fn a_handler_that_sleeps_is_resumed_and_one_past_its_deadline_gets_504() {
+        let config = Config { workers: 1, handler_timeout_ms: 200, ..Config::default() };
+        let tester = Tester::new(&config).expect("the tester maps its slot");
+        let sleeps = handler_fn(|request| {
+            let ms = request.query().and_then(|q| q.parse().ok()).unwrap_or(0);
+            crate::net::sleep(Duration::from_millis(ms));
+            Response::text("awake")
+        });
+        assert_eq!(tester.call(&sleeps, TestRequest::get("/?20")).text(), "awake");
+        let started = Instant::now();
+        let late = tester.call(&sleeps, TestRequest::get("/?60000"));
+        assert_eq!(late.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(started.elapsed() < Duration::from_secs(10), "cancelled at the deadline");
+    }
+
+    #[test]
+    fn the_response_is_trimmed_as_the_server_sends_it() {
+        let app = handler_fn(|_| {
+            Response::text("body").header("content-length", "99").header("date", "then")
+        });
+        let got = call(&app, TestRequest::get("/"));
+        assert_eq!(got.header("content-length"), None);
+        assert_eq!(got.header("date"), None);
+        assert_eq!(call(&app, TestRequest::head("/")).body(), b"");
+        let no_content = handler_fn(|_| Response::text("x").with_status(StatusCode::NO_CONTENT));
+        assert_eq!(call(&no_content, TestRequest::get("/")).body(), b"");
+        let injected = handler_fn(|_| Response::text("x").header("x-bad", "a\r\nb: c"));
+        assert_eq!(call(&injected, TestRequest::get("/")).status().as_u16(), 500);
+        let interim = handler_fn(|_| Response::new(StatusCode::CONTINUE));
+        assert_eq!(call(&interim, TestRequest::get("/")).status().as_u16(), 500);
+    }
+
+    #[test]
+    fn more_threads_than_slots_all_get_their_answers() {
+        let threads: Vec<_> = (0..DEFAULT_TESTER_SLOTS * 3)
+            .map(|index| {
+                std::thread::spawn(move || {
+                    let target = format!("/thread/{index}");
+                    let response = call(&echo_parts, TestRequest::get(&target));
+                    assert!(response.text().contains(&target), "{response:?}");
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("each call answers");
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The handler API through its public surface: handlers that return `Result` and use `?`, JSON
+//! bodies, percent-decoded parameters, router fallbacks and nesting. Each is called without a
+//! socket through `cella::testing` (this binary's global allocator is `RoutingAlloc`, so a
+//! handler's allocations land in its slot's arena and the arena's limit is the server's), and
+//! the same features are served over real sockets by `runtime/examples/api.rs`.
+
+use cella::testing::{self, TestRequest};
+use cella::{handler_fn, try_handler_fn, Error, Request, Response, Router, StatusCode};
+
+#[global_allocator]
+static ALLOCATOR: cella::RoutingAlloc = cella::RoutingAlloc;
+
+/// `GET /double/{n}`: `?` turns a bad number into a 400 through `cella::Error`.
+fn double<'a>(request: &Request<'a>) -> Result<Response<'a>, Error> {
+    let n: i64 = request
+        .param("n")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| Error::bad_request("expected /double/{n} with an integer\n"))?;
+    let doubled = n.checked_mul(2).ok_or((StatusCode::UNPROCESSABLE_ENTITY, "too large\n"))?;
+    Ok(Response::text(format!("{doubled}\n")))
+}
+
+/// A handler whose error type is a bare status.
+fn only_even<'a>(request: &Request<'a>) -> Result<Response<'a>, StatusCode> {
+    match request.param("n").and_then(|n| n.parse::<u64>().ok()) {
+        Some(n) if n % 2 == 0 => Ok(Response::text("even\n")),
+        Some(_) => Err(StatusCode::NOT_ACCEPTABLE),
+        None => Err(StatusCode::BAD_REQUEST),
+    }
+}
+
+#[test]
+fn handlers_returning_result_answer_their_error_and_question_mark_converts_it() {
+    let app = Router::new().get("/double/{n}", double).get("/even/{n}", only_even).get(
+        "/first/{list}",
+        try_handler_fn(|request| {
+            let list = request.param("list").ok_or(StatusCode::BAD_REQUEST)?;
+            let first = list.split(',').next().filter(|f| !f.is_empty());
+            Ok(Response::text(first.ok_or(Error::not_found("empty list\n"))?.to_owned()))
+        }),
+    );
+    let call = |target: &str| testing::call(&app, TestRequest::get(target));
+    assert_eq!(
+        (call("/double/21").status().as_u16(), call("/double/21").text()),
+        (200, "42\n".into())
+    );
+    let bad = call("/double/x");
+    assert_eq!(
+        (bad.status().as_u16(), bad.text().as_str()),
+        (400, "expected /double/{n} with an integer\n")
+    );
+    assert_eq!(call(&format!("/double/{}", i64::MAX)).status().as_u16(), 422);
+    assert_eq!(call("/even/4").text(), "even\n");
+    let odd = call("/even/3");
+    assert_eq!((odd.status().as_u16(), odd.text().as_str()), (406, "Not Acceptable\n"));
+    assert_eq!(call("/first/a,b").text(), "a");
+    assert_eq!(call("/first/,b").status().as_u16(), 404);
+}
+
+#[test]
+fn an_overrun_under_testing_is_a_500_and_the_next_call_succeeds() {
+    let app = Router::new().get(
+        "/alloc/{kib}",
+        handler_fn(|request| {
+            let kib: usize = request.param("kib").and_then(|k| k.parse().ok()).unwrap_or(0);
+            let buffer = vec![1u8; kib << 10];
+            Response::text(format!("{}", std::hint::black_box(&buffer).len()))
+        }),
+    );
+    for _ in 0..20 {
+        let overrun = testing::call(&app, TestRequest::get("/alloc/4096"));
+        assert_eq!(
+            (overrun.status().as_u16(), overrun.text().as_str()),
+            (500, "request exceeded its memory\n")
+        );
+        assert_eq!(testing::call(&app, TestRequest::get("/alloc/64")).text(), "65536");
+    }
+}
