@@ -76,3 +76,47 @@ fn an_overrun_under_testing_is_a_500_and_the_next_call_succeeds() {
         assert_eq!(testing::call(&app, TestRequest::get("/alloc/64")).text(), "65536");
     }
 }
+
+#[derive(serde::Deserialize)]
+struct Order<'a> {
+    #[serde(borrow)]
+    item: std::borrow::Cow<'a, str>,
+    quantity: u32,
+}
+
+#[derive(serde::Serialize)]
+struct Receipt<'a> {
+    item: &'a str,
+    quantity: u32,
+    total_cents: u64,
+}
+
+/// `POST /orders`: a JSON body in, a JSON body out; a body that is not an order is a 400.
+fn order<'a>(request: &Request<'a>) -> Result<Response<'a>, Error> {
+    let order: Order<'a> = request.json()?;
+    let total_cents = u64::from(order.quantity) * 250;
+    let receipt = Receipt { item: &order.item, quantity: order.quantity, total_cents };
+    Ok(Response::json_value(&receipt).with_status(StatusCode::CREATED))
+}
+
+#[test]
+fn a_json_body_in_and_out_and_a_bad_one_is_a_400() {
+    let app = Router::new().post("/orders", order);
+    let request =
+        TestRequest::post("/orders").json(&serde_json::json!({"item": "t\u{e9}a", "quantity": 3}));
+    let created = testing::call(&app, request);
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(created.header("content-type"), Some("application/json"));
+    let receipt: serde_json::Value = created.json().expect("a JSON receipt");
+    assert_eq!(receipt, serde_json::json!({"item": "t\u{e9}a", "quantity": 3, "total_cents": 750}));
+    let escaped = TestRequest::post("/orders").body(r#"{"item":"caf\u00e9","quantity":1}"#);
+    assert_eq!(
+        testing::call(&app, escaped).json::<serde_json::Value>().unwrap()["item"],
+        "caf\u{e9}"
+    );
+    for bad in ["", "{", r#"{"item":"x"}"#, r#"{"item":"x","quantity":-1}"#, "[1,2]"] {
+        let refused = testing::call(&app, TestRequest::post("/orders").body(bad));
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+        assert!(refused.text().starts_with("invalid JSON body: "), "{bad:?}: {refused:?}");
+    }
+}

@@ -27,6 +27,8 @@ pub mod demo;
 pub mod ffi;
 mod handler;
 pub mod http;
+#[cfg(feature = "json")]
+mod json;
 pub mod net;
 mod panic_hook;
 mod pool;
@@ -46,6 +48,8 @@ pub use handler::{
     handler_fn, try_handler_fn, Body, Handler, HandlerFn, Method, Params, Request, Response,
     StatusCode, Text,
 };
+#[cfg(feature = "json")]
+pub use json::JsonError;
 pub use reply::{Error, IntoHandlerResult, IntoResponse};
 pub use router::Router;
 pub use server::{fds_needed, RunningServer, Server, StartError, Stats};

@@ -191,6 +191,18 @@ impl TestRequest {
     }
 }
 
+#[cfg(feature = "json")]
+impl TestRequest {
+    /// `value` serialised as the body, with `Content-Type: application/json`.
+    ///
+    /// # Panics
+    /// When serde_json cannot serialise `value` (a map whose keys are not strings).
+    pub fn json<T: serde::Serialize + ?Sized>(self, value: &T) -> TestRequest {
+        let body = serde_json::to_vec(value).expect("the test request's JSON body serialises");
+        self.header("content-type", "application/json").body(body)
+    }
+}
+
 /// The response a handler gave through [`call`], copied out of its slot.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TestResponse {
@@ -221,6 +233,12 @@ impl TestResponse {
     /// The body as text (invalid UTF-8 replaced by U+FFFD).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body parsed as JSON.
+    #[cfg(feature = "json")]
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_slice(&self.body)
     }
 
     /// What the server answers for `kind` (a refused head, a failed handler).
