@@ -2,6 +2,8 @@
 # Measures cella against hyper+tokio, actix-web, may_minihttp and nginx on this machine and
 # writes docs/benchmarks.md with SVG plots. Never run by `cargo test`.
 #   benchmarks/run.sh [--quick]     (--quick: 1 round of 2 s per run, a few minutes in all)
+# Memory per idle connection: benchmarks/idle.py; two cella builds side by side:
+# runner.py --cella-before PATH, then compare.py (see docs/benchmarks.md, "The connection engine").
 # Installs wrk and nginx with apt-get when missing (as root). Loopback traffic only.
 set -euo pipefail
 cd "$(dirname "$0")/.."

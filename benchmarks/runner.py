@@ -28,6 +28,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks")
 PEERS = os.path.join(BENCH, "peers", "target", "release")
 CELLA = os.path.join(ROOT, "target", "release", "examples", "benchapp")
+# cella binaries by server name: `--cella-before PATH` adds a second build (another commit's
+# benchapp) run as the peer `cella-before`, with the same arguments, to compare two versions.
+CELLA_BINARIES = {"cella": CELLA}
 TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_CPU, CLIENT_CPU = "0", "1"
 CELLA_ARGS = ["--workers", "1", "--slots", "128", "--slot-stack", "64KiB", "--slot-arena", "512KiB",
@@ -71,9 +74,9 @@ class Server:
 
     def command(self):
         port = str(self.port)
-        if self.name == "cella":
+        if self.name in CELLA_BINARIES:
             extra = ["--max-connections", "12000"] if self.workload == "idle" else []
-            return [CELLA, "serve", "--listen", f"127.0.0.1:{port}"] + CELLA_ARGS + extra
+            return [CELLA_BINARIES[self.name], "serve", "--listen", f"127.0.0.1:{port}"] + CELLA_ARGS + extra
         if self.name == "nginx":
             conf = open(os.path.join(BENCH, "nginx.conf.template")).read()
             conf = conf.replace("PIDFILE", os.path.join(self.tmp, "nginx.pid")).replace("TMPDIR", self.tmp)
@@ -205,7 +208,7 @@ def run_one(name, workload, duration, warmup):
             helper.kill()
             helper.wait()
         stderr = server.stop()
-    if name == "cella":
+    if name in CELLA_BINARIES:
         m = re.search(r"system allocator calls after startup: (\d+)", stderr)
         result["system_allocations"] = int(m.group(1)) if m else None
     return result
@@ -224,8 +227,28 @@ def main():
     parser.add_argument("--servers", default="cella,hyper,actix,may,nginx")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--out", default=os.path.join(BENCH, "results", "latest.json"))
+    parser.add_argument("--cella", default=CELLA, help="the benchapp binary run as `cella`")
+    parser.add_argument("--cella-before", help="a second benchapp binary, run as the server `cella-before`")
+    parser.add_argument("--cella-peer", action="append", default=[], metavar="NAME=PATH",
+                        help="another benchapp binary run as the server NAME (repeatable; NAME starts with cella-)")
+    parser.add_argument("--rounds", type=int, help="rounds (default: 3, --quick: 1)")
+    parser.add_argument("--duration", type=int, help="seconds per run (default: 8, --quick: 2)")
+    parser.add_argument("--warmup", type=int, help="seconds of warm-up per run (default: 1, --quick: 0)")
+    parser.add_argument("--alternate", action="store_true",
+                        help="reverse the order of the servers every other round (A B, B A, ...)")
     options = parser.parse_args()
     rounds, duration, warmup = (1, 2, 0) if options.quick else (3, 8, 1)
+    rounds = options.rounds or rounds
+    duration = options.duration or duration
+    warmup = options.warmup if options.warmup is not None else warmup
+    CELLA_BINARIES["cella"] = options.cella
+    if options.cella_before:
+        CELLA_BINARIES["cella-before"] = options.cella_before
+    for peer in options.cella_peer:
+        name, _, path = peer.partition("=")
+        if not name.startswith("cella-") or not path:
+            parser.error(f"--cella-peer {peer}: expected cella-NAME=PATH")
+        CELLA_BINARIES[name] = path
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
@@ -233,15 +256,17 @@ def main():
     results = {}
     for round_index in range(rounds):
         for workload in options.workloads.split(","):
-            for name in servers:
+            order = servers[::-1] if options.alternate and round_index % 2 else servers
+            for name in order:
                 if name == "nginx" and workload in NOT_FOR_NGINX:
                     continue
-                print(f"round {round_index + 1}/{rounds} {workload:10} {name:6}", end=" ", flush=True)
+                print(f"round {round_index + 1}/{rounds} {workload:10} {name:12}", end=" ", flush=True)
                 result = run_one(name, workload, duration, warmup)
                 print(f"{result['rps']:>12.0f} req/s  {result['cpu_us_per_request']:.2f} us/req  p99 {result['p99_ms']:.2f} ms  errors {result['errors']}")
                 results.setdefault(workload, {}).setdefault(name, []).append(result)
     os.makedirs(os.path.dirname(options.out), exist_ok=True)
-    meta = {"quick": options.quick, "rounds": rounds, "duration_s": duration, "cella_args": CELLA_ARGS}
+    meta = {"quick": options.quick, "rounds": rounds, "duration_s": duration, "cella_args": CELLA_ARGS,
+            "cella_binaries": CELLA_BINARIES}
     json.dump({"meta": meta, "results": results}, open(options.out, "w"), indent=1)
     print(f"wrote {options.out}")
 
