@@ -120,3 +120,35 @@ fn a_json_body_in_and_out_and_a_bad_one_is_a_400() {
         assert!(refused.text().starts_with("invalid JSON body: "), "{bad:?}: {refused:?}");
     }
 }
+
+#[test]
+fn parameters_and_query_values_are_decoded_and_the_raw_forms_kept() {
+    let app = Router::new().get(
+        "/files/{name}",
+        handler_fn(|request| {
+            let name = request.param("name").unwrap_or("-");
+            let raw = request.param_raw("name").unwrap_or("-");
+            let tag = request.query_param("tag").unwrap_or("-");
+            let tag_raw = request.query_param_raw("tag").unwrap_or("-");
+            Response::text(format!("{name}|{raw}|{tag}|{tag_raw}"))
+        }),
+    );
+    let got = testing::call(&app, TestRequest::get("/files/r%C3%A9sum%C3%A9%20v2.txt?tag=a+b%21"));
+    assert_eq!(got.text(), "résumé v2.txt|r%C3%A9sum%C3%A9%20v2.txt|a b!|a+b%21");
+    // Decoding into a nearly full arena is the request's overrun, like any other allocation.
+    let greedy = Router::new().get(
+        "/{name}",
+        handler_fn(|request| {
+            let left = request.arena().remaining_bytes();
+            let hoard = Vec::<u8>::with_capacity(left - 512);
+            std::hint::black_box(&hoard);
+            let name = request.param("name").unwrap_or("-");
+            Response::text(if name.len() > 1 { "decoded" } else { "plain" })
+        }),
+    );
+    assert_eq!(testing::call(&greedy, TestRequest::get("/x")).text(), "plain");
+    let long = format!("/{}", "%41".repeat(600));
+    assert_eq!(testing::call(&greedy, TestRequest::get(&long)).status().as_u16(), 500);
+    let short = format!("/{}", "%41".repeat(20));
+    assert_eq!(testing::call(&greedy, TestRequest::get(&short)).text(), "decoded");
+}

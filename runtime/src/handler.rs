@@ -11,6 +11,7 @@
 //! cancelled hard (arena spent, stack overflow), so a handler must not allocate while it holds
 //! a lock shared with other requests, and must not pin values that something else points to.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use cella_arena::Arena;
@@ -93,10 +94,12 @@ impl<'a> Params<'a> {
         self.len += 1;
     }
 
+    /// The value captured for `name`, as sent (not decoded: [`Request::param`] decodes).
     pub fn get(&self, name: &str) -> Option<&'a str> {
         self.entries[..self.len].iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
     }
 
+    /// `(name, value)` pairs, values as sent.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
         self.entries[..self.len].iter().copied()
     }
@@ -121,7 +124,7 @@ impl<'a> Request<'a> {
         &self.method
     }
 
-    /// The path, as sent (not percent-decoded).
+    /// The path, as sent (not percent-decoded): what the router matches.
     pub fn path(&self) -> &'a str {
         self.path
     }
@@ -131,13 +134,30 @@ impl<'a> Request<'a> {
         self.query
     }
 
-    /// The raw value of the first query parameter called `name` (parsed on demand).
+    /// The decoded value of the first query parameter whose decoded name is `name` (see
+    /// [`Request::query_pairs`]); parsed on demand.
     pub fn query_param(&self, name: &str) -> Option<&'a str> {
         self.query_pairs().find(|(key, _)| *key == name).map(|(_, value)| value)
     }
 
-    /// Query parameters as raw `(key, value)` pairs, in order.
+    /// The value, as sent, of the first query parameter whose name as sent is `name`.
+    pub fn query_param_raw(&self, name: &str) -> Option<&'a str> {
+        self.query_pairs_raw().find(|(key, _)| *key == name).map(|(_, value)| value)
+    }
+
+    /// Query parameters as decoded `(name, value)` pairs, in order: decoded as
+    /// `application/x-www-form-urlencoded` (the WHATWG URL standard, crate `form_urlencoded`):
+    /// `+` is a space, `%XX` escapes are decoded, and bytes that do not form UTF-8 are replaced
+    /// by U+FFFD. A pair with an escape or a `+` is decoded into the request's arena.
     pub fn query_pairs(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let arena = self.arena;
+        form_urlencoded::parse(self.query.unwrap_or("").as_bytes())
+            .map(move |(key, value)| (keep_in(arena, key), keep_in(arena, value)))
+    }
+
+    /// Query parameters as `(name, value)` pairs as sent, in order (split at `&` and the first
+    /// `=`; empty pairs skipped).
+    pub fn query_pairs_raw(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
         self.query
             .unwrap_or("")
             .split('&')
@@ -179,13 +199,40 @@ impl<'a> Request<'a> {
         self.arena
     }
 
-    /// A path parameter captured by the router (`/users/{id}` → `param("id")`).
+    /// A path parameter captured by the router (`/users/{id}` → `param("id")`), percent-decoded:
+    /// `%XX` escapes are decoded (`+` stays a `+`) and bytes that do not form UTF-8 are replaced
+    /// by U+FFFD. A value with an escape is decoded into the request's arena. A decoded value
+    /// may hold `/` (from `%2F`) and `..`: check it before using it as a file name.
     pub fn param(&self, name: &str) -> Option<&'a str> {
+        let raw = self.params.get(name)?;
+        Some(keep_in(self.arena, percent_encoding::percent_decode_str(raw).decode_utf8_lossy()))
+    }
+
+    /// A path parameter as sent (not decoded).
+    pub fn param_raw(&self, name: &str) -> Option<&'a str> {
         self.params.get(name)
     }
 
+    /// The path parameters as sent (not decoded).
     pub fn params(&self) -> &Params<'a> {
         &self.params
+    }
+}
+
+/// `text` with the lifetime of the request: borrowed text as it is; decoded text made with the
+/// global allocator kept where it is when that is the request's arena (the routing allocator
+/// put it there; the wipe reclaims it), else copied into the arena and freed. Only when the
+/// arena is spent is the decoded text kept where it is: inside a handler under
+/// [`RoutingAlloc`](cella_arena::RoutingAlloc) that cannot happen (the allocation itself would
+/// have ended the request), so only a binary without it leaks the text.
+fn keep_in<'a>(arena: &'a Arena, text: Cow<'a, str>) -> &'a str {
+    match text {
+        Cow::Borrowed(text) => text,
+        Cow::Owned(text) if arena.contains(text.as_ptr()) => text.leak(),
+        Cow::Owned(text) => match arena.try_alloc_str(&text) {
+            Ok(copy) => copy,
+            Err(_) => text.leak(),
+        },
     }
 }
 
@@ -325,5 +372,70 @@ impl<'a> Response<'a> {
 
     pub fn body_bytes(&self) -> &[u8] {
         self.body.as_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, TestRequest};
+    use crate::Router;
+
+    fn show<'a>(request: &Request<'a>) -> Response<'a> {
+        let mut text = String::new();
+        for name in ["a", "*"] {
+            if let (Some(decoded), Some(raw)) = (request.param(name), request.param_raw(name)) {
+                text.push_str(&format!("{name}={decoded}|{raw};"));
+            }
+        }
+        for (key, value) in request.query_pairs() {
+            text.push_str(&format!("q:{key}={value};"));
+        }
+        for (key, value) in request.query_pairs_raw() {
+            text.push_str(&format!("r:{key}={value};"));
+        }
+        Response::text(text)
+    }
+
+    fn app() -> Router {
+        Router::new().get("/p/{a}", show).get("/rest/*", show)
+    }
+
+    #[test]
+    fn path_parameters_are_percent_decoded_and_kept_as_sent() {
+        let got = testing::call(&app(), TestRequest::get("/p/caf%C3%A9%20a+b%2Fc"));
+        assert_eq!(got.text(), "a=café a+b/c|caf%C3%A9%20a+b%2Fc;");
+        let plain = testing::call(&app(), TestRequest::get("/p/plain"));
+        assert_eq!(plain.text(), "a=plain|plain;");
+        let rest = testing::call(&app(), TestRequest::get("/rest/x%2F..%2Fy/z"));
+        assert_eq!(rest.text(), "*=x/../y/z|x%2F..%2Fy/z;");
+    }
+
+    #[test]
+    fn bytes_that_do_not_decode_to_utf8_are_replaced() {
+        let got = testing::call(&app(), TestRequest::get("/p/a%FFb?k=%C3"));
+        assert_eq!(got.text(), "a=a\u{fffd}b|a%FFb;q:k=\u{fffd};r:k=%C3;");
+    }
+
+    #[test]
+    fn query_values_are_form_decoded_and_kept_as_sent() {
+        let target = "/p/x?name=J%C3%BCrgen+M&empty=&flag&&a%26b=c%3Dd&name=second";
+        let got = testing::call(&app(), TestRequest::get(target));
+        assert_eq!(
+            got.text(),
+            "a=x|x;q:name=Jürgen M;q:empty=;q:flag=;q:a&b=c=d;q:name=second;\
+             r:name=J%C3%BCrgen+M;r:empty=;r:flag=;r:a%26b=c%3Dd;r:name=second;"
+        );
+        let first = Router::new().get(
+            "/",
+            crate::handler_fn(|request| {
+                let decoded = request.query_param("a&b").unwrap_or("-");
+                let raw = request.query_param_raw("a%26b").unwrap_or("-");
+                let missing = request.query_param("nothing").unwrap_or("-");
+                Response::text(format!("{decoded} {raw} {missing}"))
+            }),
+        );
+        let got = testing::call(&first, TestRequest::get("/?a%26b=1+2&a%26b=3"));
+        assert_eq!(got.text(), "1 2 1+2 -");
     }
 }

@@ -7,9 +7,9 @@
 //! let app = Router::new().get("/hello/{name}", handler_fn(|req| {
 //!     Response::text(format!("hello, {}\n", req.param("name").unwrap_or("you")))
 //! }));
-//! let response = testing::call(&app, TestRequest::get("/hello/world"));
+//! let response = testing::call(&app, TestRequest::get("/hello/caf%C3%A9"));
 //! assert_eq!(response.status(), 200);
-//! assert_eq!(response.text(), "hello, world\n");
+//! assert_eq!(response.text(), "hello, café\n");
 //! ```
 //!
 //! [`call`] goes the server's way from the request head on: the head is encoded as a client
