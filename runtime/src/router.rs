@@ -1,9 +1,13 @@
-//! A small router: literal segments, `{name}` parameters, a trailing `*` wildcard; 404 when
-//! nothing matches the path, 405 with `Allow` when the path matches but the method does not.
-//! HEAD is served by GET routes (the runtime drops the body).
+//! A small router: literal segments, `{name}` parameters, a trailing `*` wildcard; 405 with
+//! `Allow` when the path matches but the method does not; when nothing matches the path, the
+//! fallback of the deepest nested router whose prefix matches, else the router's own
+//! [`fallback`](Router::fallback), else a plain 404. HEAD is served by GET routes (the runtime
+//! drops the body). Routes are tried in the order they were added, nested ones where they were
+//! nested; the path is matched as sent (not percent-decoded).
 
 use crate::handler::{Handler, Method, Params, Request, Response, StatusCode};
 
+#[derive(Clone)]
 enum Segment {
     Literal(String),
     Param(String),
@@ -19,10 +23,47 @@ struct RouteEntry {
     handler: Box<dyn Handler>,
 }
 
+/// The fallback of a nested router: answers paths under its prefix that no route matches.
+struct ScopedFallback {
+    prefix: Vec<Segment>,
+    handler: Box<dyn Handler>,
+}
+
+/// A per-thread setup hook ([`Router::prepare`]).
+type Prepare = Box<dyn Fn() + Send + Sync + 'static>;
+
 /// Routes requests to handlers by method and path pattern. Built at startup.
 #[derive(Default)]
 pub struct Router {
     routes: Vec<RouteEntry>,
+    fallback: Option<Box<dyn Handler>>,
+    scoped_fallbacks: Vec<ScopedFallback>,
+    prepare: Vec<Prepare>,
+}
+
+/// Splits a pattern into segments.
+///
+/// # Panics
+/// When a `*` is not the last segment: a programmer error found at startup.
+fn parse_pattern(pattern: &str) -> Vec<Segment> {
+    let parts: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
+    let mut segments = Vec::with_capacity(parts.len());
+    for (index, part) in parts.iter().enumerate() {
+        let segment = if *part == "*" {
+            assert!(index + 1 == parts.len(), "`*` must be the last segment of {pattern}");
+            Segment::Rest
+        } else if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            Segment::Param(name.to_string())
+        } else {
+            Segment::Literal(part.to_string())
+        };
+        segments.push(segment);
+    }
+    segments
+}
+
+fn capture_count(segments: &[Segment]) -> usize {
+    segments.iter().filter(|s| !matches!(s, Segment::Literal(_))).count()
 }
 
 impl Router {
@@ -36,20 +77,8 @@ impl Router {
     /// When the pattern is malformed (a `*` that is not last, more than
     /// [`crate::handler::PARAMS_MAX`] parameters): a programmer error found at startup.
     pub fn route(mut self, method: Method, pattern: &str, handler: impl Handler) -> Self {
-        let parts: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
-        let mut segments = Vec::with_capacity(parts.len());
-        for (index, part) in parts.iter().enumerate() {
-            let segment = if *part == "*" {
-                assert!(index + 1 == parts.len(), "`*` must be the last segment of {pattern}");
-                Segment::Rest
-            } else if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-                Segment::Param(name.to_string())
-            } else {
-                Segment::Literal(part.to_string())
-            };
-            segments.push(segment);
-        }
-        let captures = segments.iter().filter(|s| !matches!(s, Segment::Literal(_))).count();
+        let segments = parse_pattern(pattern);
+        let captures = capture_count(&segments);
         assert!(captures <= crate::handler::PARAMS_MAX, "too many parameters in {pattern}");
         self.routes.push(RouteEntry {
             method,
@@ -75,9 +104,92 @@ impl Router {
     pub fn delete(self, pattern: &str, handler: impl Handler) -> Self {
         self.route(Method::DELETE, pattern, handler)
     }
+
+    /// Answers requests whose path no route matches (for any method) instead of the plain 404.
+    /// A path that routes match for other methods still gets 405. Setting it again replaces it.
+    pub fn fallback(mut self, handler: impl Handler) -> Self {
+        self.fallback = Some(Box::new(handler));
+        self
+    }
+
+    /// Mounts `router`'s routes under `prefix` (`/api`, `/users/{id}`): its `/items/{n}` is
+    /// matched as `{prefix}/items/{n}`, with the prefix's parameters captured too, and the
+    /// handlers see the whole path. Its fallback answers the paths under `prefix` that nothing
+    /// matches; its `prepare` hooks join this router's.
+    ///
+    /// # Panics
+    /// When `prefix` has a `*`, or a nested route would capture more than
+    /// [`crate::handler::PARAMS_MAX`] parameters: programmer errors found at startup.
+    pub fn nest(mut self, prefix: &str, router: Router) -> Self {
+        let prefix_segments = parse_pattern(prefix);
+        assert!(
+            !prefix_segments.iter().any(|s| matches!(s, Segment::Rest)),
+            "a nesting prefix has no `*`: {prefix}"
+        );
+        let prefixed = |segments: Vec<Segment>| {
+            let mut whole = prefix_segments.clone();
+            whole.extend(segments);
+            let captures = capture_count(&whole);
+            assert!(captures <= crate::handler::PARAMS_MAX, "too many parameters under {prefix}");
+            whole
+        };
+        for route in router.routes {
+            let segments = prefixed(route.segments);
+            let captures = capture_count(&segments) > 0;
+            self.routes.push(RouteEntry { segments, captures, ..route });
+        }
+        for scoped in router.scoped_fallbacks {
+            let prefix = prefixed(scoped.prefix);
+            self.scoped_fallbacks.push(ScopedFallback { prefix, ..scoped });
+        }
+        if let Some(handler) = router.fallback {
+            let prefix = prefixed(Vec::new());
+            self.scoped_fallbacks.push(ScopedFallback { prefix, handler });
+        }
+        self.prepare.extend(router.prepare);
+        self
+    }
+
+    /// Runs `hook` once on each worker thread before it serves (and, under
+    /// [`crate::testing`], before each call), while the process may still use the system
+    /// allocator: for thread-local state that would otherwise be set up lazily inside a first
+    /// request, in its arena, and wiped with it. Hooks run in the order they were added, after
+    /// the `prepare_thread` of every route's handler and fallback.
+    pub fn prepare(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.prepare.push(Box::new(hook));
+        self
+    }
+
+    /// What answers a path no route matches.
+    fn not_found<'a>(&'a self, request: &Request<'a>) -> Response<'a> {
+        // The most specific prefix wins; between equals, the first nested.
+        let mut best: Option<(usize, Params<'a>, &'a dyn Handler)> = None;
+        for scoped in &self.scoped_fallbacks {
+            let Some(params) = match_segments(&scoped.prefix, request.path, Match::Prefix) else {
+                continue;
+            };
+            if best.as_ref().map_or(true, |(depth, _, _)| scoped.prefix.len() > *depth) {
+                best = Some((scoped.prefix.len(), params, scoped.handler.as_ref()));
+            }
+        }
+        if let Some((_, params, handler)) = best {
+            return handler.handle(&Request { params, ..request.clone() });
+        }
+        if let Some(fallback) = &self.fallback {
+            return fallback.handle(request);
+        }
+        Response::text("not found\n").with_status(StatusCode::NOT_FOUND)
+    }
 }
 
-fn match_path<'a>(segments: &'a [Segment], path: &'a str) -> Option<Params<'a>> {
+/// Whether the segments must match the whole path or only its beginning (whole segments).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Match {
+    Whole,
+    Prefix,
+}
+
+fn match_segments<'a>(segments: &'a [Segment], path: &'a str, how: Match) -> Option<Params<'a>> {
     let mut params = Params::default();
     let mut rest = path.trim_start_matches('/');
     for segment in segments {
@@ -93,7 +205,11 @@ fn match_path<'a>(segments: &'a [Segment], path: &'a str) -> Option<Params<'a>> 
         }
         rest = tail;
     }
-    rest.is_empty().then_some(params)
+    (how == Match::Prefix || rest.is_empty()).then_some(params)
+}
+
+fn match_path<'a>(segments: &'a [Segment], path: &'a str) -> Option<Params<'a>> {
+    match_segments(segments, path, Match::Whole)
 }
 
 impl Handler for Router {
@@ -124,7 +240,7 @@ impl Handler for Router {
             }
         }
         if allowed.is_empty() {
-            return Response::text("not found\n").with_status(StatusCode::NOT_FOUND);
+            return self.not_found(request);
         }
         let mut allow = String::new();
         for method in allowed {
@@ -136,6 +252,21 @@ impl Handler for Router {
         Response::text("method not allowed\n")
             .with_status(StatusCode::METHOD_NOT_ALLOWED)
             .header("allow", allow)
+    }
+
+    fn prepare_thread(&self) {
+        for route in &self.routes {
+            route.handler.prepare_thread();
+        }
+        for scoped in &self.scoped_fallbacks {
+            scoped.handler.prepare_thread();
+        }
+        if let Some(fallback) = &self.fallback {
+            fallback.prepare_thread();
+        }
+        for hook in &self.prepare {
+            hook();
+        }
     }
 }
 
@@ -158,5 +289,112 @@ mod tests {
         assert_eq!(match_path(&s, "/static/a/b.css").unwrap().get("*"), Some("a/b.css"));
         assert_eq!(match_path(&s, "/static").unwrap().get("*"), Some(""));
         assert!(match_path(&segments("/"), "/").is_some());
+    }
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use crate::testing::{self, TestRequest};
+
+    fn say(text: &'static str) -> impl Handler {
+        crate::handler_fn(move |_| Response::text(text))
+    }
+
+    fn echo_params() -> impl Handler {
+        crate::handler_fn(|request| {
+            let params: Vec<String> =
+                request.params().iter().map(|(name, value)| format!("{name}={value}")).collect();
+            Response::text(format!("{} {}", request.path(), params.join(",")))
+        })
+    }
+
+    fn get(app: &Router, target: &str) -> (u16, String) {
+        let response = testing::call(app, TestRequest::get(target));
+        (response.status().as_u16(), response.text())
+    }
+
+    #[test]
+    fn a_fallback_answers_unmatched_paths_and_405_stays_405() {
+        let plain = Router::new().get("/a", say("a"));
+        assert_eq!(get(&plain, "/zzz"), (404, "not found\n".into()));
+        let app = Router::new().get("/a", say("a")).fallback(crate::handler_fn(|request| {
+            Response::text(format!("no {}\n", request.path())).with_status(StatusCode::GONE)
+        }));
+        assert_eq!(get(&app, "/a"), (200, "a".into()));
+        assert_eq!(get(&app, "/zzz/y"), (410, "no /zzz/y\n".into()));
+        let post = testing::call(&app, TestRequest::post("/a"));
+        assert_eq!(post.status().as_u16(), 405);
+        assert_eq!(post.header("allow"), Some("GET"));
+    }
+
+    #[test]
+    fn nested_routes_match_under_their_prefix_with_its_parameters() {
+        let posts = Router::new().get("/", say("all posts")).get("/posts/{post}", echo_params());
+        let app = Router::new()
+            .get("/users/{id}/profile", say("profile"))
+            .nest("/users/{id}", posts)
+            .nest("/api/v1", Router::new().get("/static/*", echo_params()).post("/x", say("x")));
+        assert_eq!(get(&app, "/users/7/posts/9"), (200, "/users/7/posts/9 id=7,post=9".into()));
+        assert_eq!(get(&app, "/users/7"), (200, "all posts".into()));
+        assert_eq!(get(&app, "/users/7/profile"), (200, "profile".into()));
+        assert_eq!(get(&app, "/api/v1/static/a/b"), (200, "/api/v1/static/a/b *=a/b".into()));
+        assert_eq!(get(&app, "/api/v1/x").0, 405);
+        assert_eq!(get(&app, "/posts/9").0, 404);
+        assert_eq!(get(&app, "/api/v2/x").0, 404);
+    }
+
+    #[test]
+    fn the_deepest_nested_fallback_answers_paths_under_its_prefix() {
+        let v1 = Router::new()
+            .get("/ping", say("pong"))
+            .nest("/admin", Router::new().fallback(say("admin fallback")))
+            .fallback(echo_params());
+        let app = Router::new()
+            .nest("/api/{version}", v1)
+            .nest("/other", Router::new().get("/x", say("x")))
+            .fallback(say("root fallback"));
+        assert_eq!(get(&app, "/api/1/ping"), (200, "pong".into()));
+        assert_eq!(get(&app, "/api/1/nothing"), (200, "/api/1/nothing version=1".into()));
+        assert_eq!(get(&app, "/api/1/admin/x"), (200, "admin fallback".into()));
+        assert_eq!(get(&app, "/api/1/adminx"), (200, "/api/1/adminx version=1".into()));
+        assert_eq!(get(&app, "/api"), (200, "root fallback".into()));
+        assert_eq!(get(&app, "/other/y"), (200, "root fallback".into()));
+    }
+
+    #[test]
+    fn prepare_runs_every_hook_and_every_handlers_prepare_thread_in_order() {
+        struct Counted(Arc<AtomicUsize>);
+        impl Handler for Counted {
+            fn handle<'a>(&'a self, _: &Request<'a>) -> Response<'a> {
+                Response::text("counted")
+            }
+            fn prepare_thread(&self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let handlers = Arc::new(AtomicUsize::new(0));
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hook = |name: &'static str| {
+            let order = order.clone();
+            move || order.lock().unwrap().push(name)
+        };
+        let nested = Router::new().get("/n", Counted(handlers.clone())).prepare(hook("nested"));
+        let app = Router::new()
+            .get("/a", Counted(handlers.clone()))
+            .prepare(hook("first"))
+            .nest("/x", nested.fallback(Counted(handlers.clone())))
+            .fallback(Counted(handlers.clone()))
+            .prepare(hook("last"));
+        app.prepare_thread();
+        assert_eq!(handlers.load(Ordering::SeqCst), 4);
+        assert_eq!(*order.lock().unwrap(), ["first", "nested", "last"]);
+        assert_eq!(get(&app, "/x/n"), (200, "counted".into()));
+        assert_eq!(handlers.load(Ordering::SeqCst), 8, "testing::call prepares too");
+    }
+
+    #[test]
+    #[should_panic(expected = "a nesting prefix has no `*`")]
+    fn a_wildcard_in_a_nesting_prefix_is_refused() {
+        let _ = Router::new().nest("/a/*", Router::new());
     }
 }
