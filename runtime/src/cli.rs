@@ -188,7 +188,25 @@ fn serve(config: Config, handler: impl Handler) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
-    let server = match Server::new(config, handler).start() {
+    let (mut notify, notify_error) = crate::systemd::Notifier::from_env();
+    if let Some(message) = notify_error {
+        eprintln!("cella: warning: {message}");
+    }
+    let inherited = match crate::systemd::take_listen_fds() {
+        Ok(inherited) => inherited,
+        Err(message) => {
+            eprintln!("cella: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !inherited.is_empty() {
+        eprintln!(
+            "cella: serving on {} listening socket(s) passed by systemd (LISTEN_FDS); `listen` \
+             is not bound",
+            inherited.len()
+        );
+    }
+    let server = match Server::new(config, handler).with_listeners(inherited).start() {
         Ok(server) => server,
         Err(error) => {
             eprintln!("cella: {error}");
@@ -200,8 +218,12 @@ fn serve(config: Config, handler: impl Handler) -> ExitCode {
     let _ = writeln!(stdout, "listening on http://{}", server.local_addr());
     let _ = stdout.flush();
     drop(stdout);
+    if let Err(error) = notify.ready(&format!("listening on http://{}", server.local_addr())) {
+        eprintln!("cella: warning: cannot notify systemd (NOTIFY_SOCKET): {error}");
+    }
     cella_arena::seal_current_thread();
-    while sys::wait_shutdown_signal(Duration::from_secs(1)).is_none() {}
+    while sys::wait_shutdown_signal(notify.watchdog(Duration::from_secs(1))).is_none() {}
+    notify.stopping();
     eprintln!("cella: draining; a second signal exits at once");
     if !server.drain_delay().is_zero() {
         server.stop_ready();
@@ -214,7 +236,7 @@ fn serve(config: Config, handler: impl Handler) -> ExitCode {
             if left.is_zero() {
                 break;
             }
-            if sys::wait_shutdown_signal(left).is_some() {
+            if sys::wait_shutdown_signal(notify.watchdog(left)).is_some() {
                 eprintln!("cella: second signal: exiting without draining");
                 std::process::exit(1);
             }
@@ -223,7 +245,7 @@ fn serve(config: Config, handler: impl Handler) -> ExitCode {
     server.begin_shutdown();
     let deadline = Instant::now() + drain_timeout;
     while !server.is_drained() {
-        if sys::wait_shutdown_signal(Duration::from_millis(10)).is_some() {
+        if sys::wait_shutdown_signal(notify.watchdog(Duration::from_millis(10))).is_some() {
             eprintln!("cella: second signal: exiting without draining");
             std::process::exit(1);
         }

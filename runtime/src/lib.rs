@@ -39,6 +39,7 @@ mod slot_request;
 mod state;
 pub mod sync;
 mod sys;
+mod systemd;
 pub mod testing;
 mod worker;
 

@@ -106,11 +106,21 @@ pub struct Stats {
 pub struct Server {
     config: Config,
     handler: Arc<dyn Handler>,
+    inherited: Vec<std::net::TcpListener>,
 }
 
 impl Server {
     pub fn new(config: Config, handler: impl Handler) -> Server {
-        Server { config, handler: Arc::new(handler) }
+        Server { config, handler: Arc::new(handler), inherited: Vec::new() }
+    }
+
+    /// Serves on these listening sockets (socket activation: the ones systemd passed) instead
+    /// of binding `listen`. Each worker gets one; with fewer sockets than workers, a socket is
+    /// shared by several workers through duplicated descriptors (one accept queue, each worker
+    /// accepting from it), and more sockets than workers is refused.
+    pub fn with_listeners(mut self, listeners: Vec<std::net::TcpListener>) -> Server {
+        self.inherited = listeners;
+        self
     }
 
     /// Maps the memory, binds, and starts the workers. When it returns `Ok`, every worker is
@@ -128,7 +138,11 @@ impl Server {
             quarantine: self.config.quarantine,
         };
         let mut region = Region::map(&plan, options).map_err(StartError::Region)?;
-        let listeners = bind_listeners(self.config.listen, plan.workers)?;
+        let listeners = if self.inherited.is_empty() {
+            bind_listeners(self.config.listen, plan.workers)?
+        } else {
+            share_listeners(self.inherited, plan.workers)?
+        };
         let local_addr = listeners[0]
             .local_addr()
             .map_err(|source| StartError::Io { step: "read the bound address", source })?;
@@ -203,6 +217,29 @@ fn bind_listeners(
             .map_err(|source| StartError::Io { step: "read the bound address", source })?;
         listeners.push(listener);
     }
+    Ok(listeners)
+}
+
+/// One listener per worker from the sockets given: socket `i` goes to workers `i`, `i + n`,
+/// ..., as duplicated descriptors of the same socket.
+fn share_listeners(
+    sockets: Vec<std::net::TcpListener>,
+    workers: usize,
+) -> Result<Vec<std::net::TcpListener>, StartError> {
+    let step = "give each inherited listening socket a worker";
+    if sockets.len() > workers {
+        let message = format!("{} sockets for {workers} workers", sockets.len());
+        return Err(StartError::Io {
+            step,
+            source: io::Error::new(io::ErrorKind::InvalidInput, message),
+        });
+    }
+    let mut listeners = Vec::with_capacity(workers);
+    for index in sockets.len()..workers {
+        let copy = sockets[index % sockets.len()].try_clone();
+        listeners.push(copy.map_err(|source| StartError::Io { step, source })?);
+    }
+    listeners.splice(0..0, sockets);
     Ok(listeners)
 }
 

@@ -175,3 +175,28 @@ pub fn raise_open_file_limit() -> io::Result<u64> {
     }
     Ok(limit.rlim_cur)
 }
+
+/// Takes ownership of descriptor `fd`, which systemd passed to this process (socket
+/// activation), once it has checked that the descriptor is open and a listening TCP socket.
+/// The caller makes sure each passed descriptor is taken at most once.
+pub fn take_inherited_listener(fd: libc::c_int) -> io::Result<std::net::TcpListener> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: F_GETFD reads the flags of any descriptor number; EBADF when it is not open
+    // (fcntl(2)).
+    syscall!(libc::fcntl(fd, libc::F_GETFD))?;
+    // SAFETY: the descriptor is open (F_GETFD succeeded), and sd_listen_fds(3) gives the
+    // descriptors from 3 to 3 + LISTEN_FDS - 1 to the process named by LISTEN_PID, which the
+    // caller checked is this one; nothing else in this process uses them, and the caller takes
+    // each at most once, so this is their only owner.
+    let socket = socket2::Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let inet = matches!(socket.domain()?, socket2::Domain::IPV4 | socket2::Domain::IPV6);
+    if !inet || socket.r#type()? != socket2::Type::STREAM || !socket.is_listener()? {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a listening TCP socket (cella serves on ListenStream= sockets with an address)",
+        ));
+    }
+    // Not inherited by whatever this process might exec (sd_listen_fds(3) does the same).
+    socket.set_cloexec(true)?;
+    Ok(socket.into())
+}

@@ -13,6 +13,8 @@
 //! - `open_fd_count()`: descriptors open in this process, for tests.
 //! - `raise_open_file_limit()`: raises the soft limit on open files to the hard one and returns
 //!   the limit in force.
+//! - `take_inherited_listener(fd)`: takes ownership of a descriptor passed by systemd (socket
+//!   activation), refusing one that is not a listening TCP socket.
 //!
 //! Raw return codes never leave this module: every call goes through `syscall!`.
 
