@@ -77,6 +77,11 @@ impl Arena {
         self.high_water_bytes.get().max(self.peak.get() - self.start)
     }
 
+    /// The most this arena has held since the last wipe: the current request's high-water mark.
+    pub fn peak_bytes(&self) -> usize {
+        self.peak.get() - self.start
+    }
+
     /// Whether `ptr` points into this arena's span.
     #[inline]
     pub fn contains(&self, ptr: *const u8) -> bool {

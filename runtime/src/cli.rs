@@ -214,6 +214,12 @@ fn serve(config: Config, handler: impl Handler) -> ExitCode {
         }
     };
     eprintln!("cella: memory plan: {}", server.plan());
+    if let Some(addr) = server.admin_addr() {
+        eprintln!("cella: admin listener on http://{addr} (/metrics /livez /readyz /config)");
+    }
+    if let Some(addr) = server.agent_addr() {
+        eprintln!("cella: agent-check listener on {addr}");
+    }
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "listening on http://{}", server.local_addr());
     let _ = stdout.flush();

@@ -29,6 +29,7 @@ mod handler;
 pub mod http;
 #[cfg(feature = "json")]
 mod json;
+pub mod metrics;
 pub mod net;
 mod panic_hook;
 mod pool;

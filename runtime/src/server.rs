@@ -14,7 +14,7 @@ use cella_shared::{Config, ConfigError, MemoryPlan};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::handler::Handler;
-use crate::worker::{self, Settings, Shared, WorkerSetup, WorkerStats};
+use crate::worker::{self, AdminSetup, Settings, Shared, WorkerSetup, WorkerStats};
 
 /// Pending connections each listener's kernel queue holds.
 pub const LISTEN_BACKLOG: i32 = 1024;
@@ -100,6 +100,15 @@ pub struct Stats {
     /// The most any slot's arena has held, in bytes: how close handlers come to
     /// `slot_arena_size`.
     pub arena_high_water_bytes: u64,
+    /// Requests and connections turned away before a handler ran, by reason.
+    pub rejected: crate::metrics::Rejections,
+    /// Handlers cancelled because their client closed the connection before they finished.
+    pub client_gone: u64,
+    /// Answers queued on the main listener by status class, `[1xx, 2xx, 3xx, 4xx, 5xx]`
+    /// (probes are counted in `probes`).
+    pub responses_by_class: [u64; 5],
+    /// Times a connection with bytes to read found every I/O buffer pair lent.
+    pub io_buffer_waits: u64,
 }
 
 /// A server ready to start.
@@ -146,6 +155,8 @@ impl Server {
         let local_addr = listeners[0]
             .local_addr()
             .map_err(|source| StartError::Io { step: "read the bound address", source })?;
+        // After the main listener: the agent answers only once the HTTP listener is bound.
+        let (mut admin, admin_addr, agent_addr) = bind_admin(&self.config, &plan)?;
         let shared = Arc::new(Shared {
             shutdown: AtomicBool::new(false),
             unready: AtomicBool::new(false),
@@ -176,6 +187,7 @@ impl Server {
                 shared: shared.clone(),
                 ready: ready.clone(),
                 setup_error: setup_error.clone(),
+                admin: if index == 0 { admin.take() } else { None },
             };
             let thread = std::thread::Builder::new()
                 .name(format!("cella-worker-{index}"))
@@ -192,6 +204,8 @@ impl Server {
             region: Some(region),
             drain_timeout: Duration::from_millis(self.config.drain_timeout_ms),
             drain_delay: Duration::from_millis(self.config.drain_delay_ms),
+            admin_addr,
+            agent_addr,
         };
         let failed = setup_error.lock().ok().and_then(|mut error| error.take());
         if let Some(message) = failed {
@@ -243,6 +257,34 @@ fn share_listeners(
     Ok(listeners)
 }
 
+/// What [`bind_admin`] bound: worker 0's setup, and the admin and agent addresses.
+type AdminBinding = (Option<AdminSetup>, Option<SocketAddr>, Option<SocketAddr>);
+
+/// Binds `admin_listen` and `agent_listen` when set (with SO_REUSEPORT, like the main listener,
+/// so that a replacement instance can bind them before the old one leaves), and renders the
+/// `/config` text.
+fn bind_admin(config: &Config, plan: &MemoryPlan) -> Result<AdminBinding, StartError> {
+    let bind = |address: Option<SocketAddr>, step: &'static str| {
+        let listener = address.map(bind_one).transpose();
+        let listener = listener.map_err(|source| StartError::Io { step, source })?;
+        let bound = listener.as_ref().map(|listener| listener.local_addr()).transpose();
+        let bound = bound.map_err(|source| StartError::Io { step, source })?;
+        Ok::<_, StartError>((listener, bound))
+    };
+    let (admin, admin_addr) = bind(config.admin_listen, "bind admin_listen")?;
+    let (agent, agent_addr) = bind(config.agent_listen, "bind agent_listen")?;
+    if admin.is_none() && agent.is_none() {
+        return Ok((None, None, None));
+    }
+    let setup = AdminSetup {
+        admin,
+        agent,
+        config_text: worker::config_text(config, plan),
+        slot_arena_bytes: plan.slot_arena_size,
+    };
+    Ok((Some(setup), admin_addr, agent_addr))
+}
+
 fn bind_one(address: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -261,6 +303,8 @@ pub struct RunningServer {
     region: Option<Region>,
     drain_timeout: Duration,
     drain_delay: Duration,
+    admin_addr: Option<SocketAddr>,
+    agent_addr: Option<SocketAddr>,
 }
 
 impl RunningServer {
@@ -271,6 +315,17 @@ impl RunningServer {
 
     pub fn plan(&self) -> &MemoryPlan {
         &self.plan
+    }
+
+    /// The address the admin listener is bound to (`admin_listen`; the real port when it said
+    /// 0), or `None` when it is off.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The address the HAProxy agent-check listener is bound to (`agent_listen`), or `None`.
+    pub fn agent_addr(&self) -> Option<SocketAddr> {
+        self.agent_addr
     }
 
     pub fn stats(&self) -> Stats {
@@ -293,6 +348,11 @@ impl RunningServer {
             stats.arena_high_water_bytes =
                 stats.arena_high_water_bytes.max(load(&worker.arena_high_water_bytes));
         }
+        let totals = crate::metrics::Totals::of(&self.shared.stats);
+        stats.rejected = totals.rejections();
+        stats.client_gone = totals.client_gone;
+        stats.responses_by_class = totals.responses_by_class();
+        stats.io_buffer_waits = totals.io_buffer_waits;
         stats
     }
 

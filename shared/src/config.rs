@@ -30,6 +30,21 @@ impl ConfigValue for SocketAddr {
     }
 }
 
+/// An address to listen on, or nothing (an empty string): the listener is off.
+impl ConfigValue for Option<SocketAddr> {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        SocketAddr::parse_text(text)
+            .map(Some)
+            .map_err(|_| format!("`{text}` is not empty nor an address such as 127.0.0.1:9901"))
+    }
+    fn to_text(&self) -> String {
+        self.map(|address| address.to_string()).unwrap_or_default()
+    }
+}
+
 impl ConfigValue for u64 {
     fn parse_text(text: &str) -> Result<Self, String> {
         text.trim().parse().map_err(|_| format!("`{text}` is not a non-negative integer"))
@@ -256,6 +271,20 @@ config_keys! {
     /// momentarily busy), 503 from the first SIGTERM/SIGINT on. Empty: no probe (the path goes
     /// to the handler).
     readiness_path: String = "/readyz";
+    /// Admin listener, for operators and monitoring only (bind it to a private address):
+    /// `GET /metrics` (Prometheus text format), `/livez`, `/readyz` (as the probes on the main
+    /// listener) and `/config` (the effective configuration and memory plan). Answered by
+    /// worker 0 itself, never by the handler, without a slot and without allocating; at most 4
+    /// connections at once, each closed after its answer. Empty: off. Example:
+    /// `127.0.0.1:9901`.
+    admin_listen: Option<SocketAddr> = "";
+    /// HAProxy agent-check listener: each connection gets one line and is closed:
+    /// `up ready N% maxconn:SLOTS` while serving (N: the free slots as a percentage of all
+    /// slots, never below 1, so that HAProxy, with `weight 100` on the server, sends fewer
+    /// requests to a busier instance), and `drain` from the first SIGTERM/SIGINT on. Bound
+    /// after the main listener, so it answers only once that one is bound. Empty: off. Example:
+    /// `127.0.0.1:9902`.
+    agent_listen: Option<SocketAddr> = "";
     /// Touch every page of the region at startup, so the resident size is fixed from the start.
     prefault: bool = "true";
     /// mlock the region, so it is never swapped. Needs RLIMIT_MEMLOCK (or CAP_IPC_LOCK).
@@ -444,6 +473,22 @@ impl Config {
         if !self.liveness_path.is_empty() && self.liveness_path == self.readiness_path {
             return fail("liveness_path and readiness_path must differ (or be empty)".into());
         }
+        for (key, address) in
+            [("admin_listen", self.admin_listen), ("agent_listen", self.agent_listen)]
+        {
+            let shares_a_port = |other: SocketAddr| {
+                address.is_some_and(|address| address.port() != 0 && address == other)
+            };
+            if shares_a_port(self.listen) {
+                return fail(format!("{key} must differ from listen"));
+            }
+        }
+        if self
+            .agent_listen
+            .is_some_and(|agent| agent.port() != 0 && self.admin_listen == Some(agent))
+        {
+            return fail("admin_listen and agent_listen must differ".into());
+        }
         if self.slot_sockets_max > limits::SLOT_SOCKETS_MAX {
             return fail(format!("slot_sockets_max must be at most {}", limits::SLOT_SOCKETS_MAX));
         }
@@ -543,6 +588,26 @@ mod tests {
         config.liveness_path = "/z".to_string();
         config.readiness_path = "/z".to_string();
         assert!(config.validate(4096).is_err());
+    }
+
+    #[test]
+    fn admin_and_agent_listeners_are_off_by_default_and_take_an_address() {
+        let mut config = Config::default();
+        assert_eq!((config.admin_listen, config.agent_listen), (None, None));
+        config.apply_toml("admin_listen = \"127.0.0.1:9901\"\nagent_listen = \"\"").unwrap();
+        assert_eq!(config.admin_listen, Some("127.0.0.1:9901".parse().unwrap()));
+        assert_eq!(config.agent_listen, None);
+        config.validate(4096).expect("an admin address and no agent");
+        let entries = config.entries();
+        assert!(entries.contains(&("admin_listen", "127.0.0.1:9901".to_string())));
+        assert!(entries.contains(&("agent_listen", String::new())));
+        let error = config.set("agent_listen", "9902", "a flag").unwrap_err();
+        assert!(error.to_string().contains("agent_listen"), "{error}");
+        config.agent_listen = config.admin_listen;
+        assert!(config.validate(4096).is_err(), "admin and agent on one address");
+        config.agent_listen = Some(config.listen);
+        let error = config.validate(4096).unwrap_err();
+        assert!(error.to_string().contains("agent_listen must differ from listen"), "{error}");
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Helpers for the black-box tests: start a cella binary on a free loopback port, talk raw
 //! HTTP/1.1 to it, and stop it by its PID.
 
+pub mod admin;
+pub mod prometheus;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;

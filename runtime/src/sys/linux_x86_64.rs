@@ -156,9 +156,65 @@ pub fn wait_shutdown_signal(timeout: Duration) -> Option<libc::c_int> {
     syscall!(libc::sigtimedwait(&set, ptr::null_mut(), &timeout)).ok()
 }
 
-/// Number of open file descriptors in this process.
+/// Number of open file descriptors in this process. Allocates nothing (a sealed worker calls it
+/// for `process_open_fds`): getdents64(2) over /proc/self/fd into a buffer on the stack.
 pub fn open_fd_count() -> io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/fd")?.count().saturating_sub(1))
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    // SAFETY: a NUL-terminated path and valid flags (open(2)); the descriptor is closed below.
+    let dir = syscall!(libc::open(c"/proc/self/fd".as_ptr(), flags))?;
+    let entries = count_directory_entries(dir);
+    // SAFETY: `dir` is the descriptor opened above, closed once (close(2)).
+    unsafe { libc::close(dir) };
+    // The directory's own descriptor is one of the entries.
+    Ok(entries?.saturating_sub(1))
+}
+
+/// Entries of the open directory `dir` other than `.` and `..`.
+fn count_directory_entries(dir: libc::c_int) -> io::Result<usize> {
+    /// The kernel writes 8-byte aligned `linux_dirent64` records.
+    #[repr(C, align(8))]
+    struct Records([u8; 4096]);
+    let mut buf = Records([0; 4096]);
+    let mut count = 0;
+    loop {
+        let (ptr, len) = (buf.0.as_mut_ptr(), buf.0.len());
+        // SAFETY: the buffer is writable for `len` bytes and `dir` is an open directory
+        // (getdents64(2)); the kernel writes whole records and returns their total length.
+        let read = syscall!(libc::syscall(libc::SYS_getdents64, dir, ptr, len))?;
+        if read == 0 {
+            return Ok(count);
+        }
+        let records = &buf.0[..(read as usize).min(len)];
+        let mut offset = 0;
+        // A record: d_ino (8 bytes), d_off (8), d_reclen (2), d_type (1), the NUL-ended name.
+        while let Some(record) = records.get(offset..offset + 19) {
+            let record_len = usize::from(u16::from_ne_bytes([record[16], record[17]]));
+            let name = records.get(offset + 19..offset + record_len).unwrap_or(&[]);
+            if !name.starts_with(b".\0") && !name.starts_with(b"..\0") {
+                count += 1;
+            }
+            if record_len == 0 {
+                break;
+            }
+            offset += record_len;
+        }
+    }
+}
+
+/// Resident memory of this process in bytes (the second field of /proc/self/statm, in pages),
+/// read without allocating into a buffer on the stack.
+pub fn resident_memory_bytes() -> io::Result<u64> {
+    use std::io::Read;
+    let mut statm = [0u8; 256];
+    // A short path: std converts it to a C string on the stack, without allocating.
+    let len = std::fs::File::open("/proc/self/statm")?.read(&mut statm)?;
+    let resident_pages = statm[..len]
+        .split(|&byte| byte == b' ')
+        .nth(1)
+        .and_then(|field| std::str::from_utf8(field).ok())
+        .and_then(|field| field.trim().parse::<u64>().ok())
+        .ok_or_else(|| io::Error::other("/proc/self/statm has no resident size"))?;
+    Ok(resident_pages.saturating_mul(cella_arena::page_size() as u64))
 }
 
 /// Raises the soft open-file limit to the hard one; returns the limit now in force.

@@ -10,7 +10,9 @@
 //!   `restore_signal_stack(previous)` puts back.
 //! - `block_shutdown_signals()` / `wait_shutdown_signal(timeout)`: SIGTERM and SIGINT are
 //!   blocked in every thread and taken synchronously by the thread that waits for them.
-//! - `open_fd_count()`: descriptors open in this process, for tests.
+//! - `open_fd_count()`: descriptors open in this process, without allocating (for tests and
+//!   `process_open_fds`).
+//! - `resident_memory_bytes()`: the process's resident size, without allocating.
 //! - `raise_open_file_limit()`: raises the soft limit on open files to the hard one and returns
 //!   the limit in force.
 //! - `take_inherited_listener(fd)`: takes ownership of a descriptor passed by systemd (socket

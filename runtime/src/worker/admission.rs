@@ -12,6 +12,7 @@ use mio::{Interest, Token};
 use super::conn::{BodyState, Phase, RequestMeta};
 use super::{Worker, ACCEPT_PAUSE};
 use crate::http::encode::{self, FixedSink, Persistence};
+use crate::metrics::Reason;
 
 impl Worker {
     pub(super) fn accept(&mut self) {
@@ -48,6 +49,7 @@ impl Worker {
     /// the client learns at once instead of waiting in the backlog, then take the spare back.
     pub(super) fn shed_one_connection(&mut self) {
         self.stats().connections_rejected.fetch_add(1, Ordering::Relaxed);
+        self.count_rejected_connection(Reason::FdLimit);
         if self.spare_fd.take().is_some() {
             if let Some(listener) = self.listener.as_ref() {
                 if let Ok((stream, _)) = listener.accept() {
@@ -66,6 +68,7 @@ impl Worker {
         let Some(index) = claimed else {
             // The table is full: say so politely, then close.
             self.stats().connections_rejected.fetch_add(1, Ordering::Relaxed);
+            self.count_rejected_connection(Reason::TooManyConnections);
             let mut head = [0u8; 256];
             let mut sink = FixedSink { buf: &mut head, len: 0 };
             let reply = encode::ErrorReply {
@@ -102,6 +105,7 @@ impl Worker {
         conn.readable = true;
         conn.kept_alive = false;
         conn.peer_closed = false;
+        conn.request_started = None;
         self.live_conns += 1;
         self.drive(index);
     }
@@ -133,6 +137,10 @@ impl Worker {
             return;
         }
         if let Some(slot) = self.conns[index].slot.take() {
+            if self.slots[slot].task.is_some() {
+                // The handler had not finished: its client went away.
+                self.stats().metrics.client_gone.fetch_add(1, Ordering::Relaxed);
+            }
             self.cancel_task(slot);
             self.release_slot(slot);
         }

@@ -113,6 +113,9 @@ pub(crate) struct Conn {
     pub(super) body: BodyState,
     /// Of the request being served.
     pub(super) request: RequestMeta,
+    /// When the worker first parsed the current request's bytes (for its duration metric);
+    /// taken when its answer is counted (`observe.rs`).
+    pub(super) request_started: Option<Instant>,
 }
 
 /// What the answer to the current request depends on, from its head.
@@ -162,6 +165,7 @@ impl Conn {
             body: BodyState::None,
             head_started: Instant::now(),
             request: RequestMeta::UNKNOWN,
+            request_started: None,
         }
     }
 

@@ -14,11 +14,13 @@
 //! (errors, responses, what follows a response) and `deadlines` (the sweep). Nothing here
 //! imports the top-level server; `http/` knows nothing of this module.
 
+mod admin;
 mod admission;
 mod bodies;
 mod buffers;
 mod conn;
 mod deadlines;
+mod observe;
 mod probes;
 mod read;
 mod respond;
@@ -39,6 +41,7 @@ use crate::handler::Handler;
 use crate::http::date::DateCache;
 use crate::http::parse::HeadLimits;
 use crate::net::SlotSockets;
+pub(crate) use admin::{config_text, AdminSetup};
 pub(crate) use conn::Conn;
 use conn::Phase;
 pub(crate) use slots::Slot;
@@ -182,6 +185,9 @@ pub(crate) struct WorkerStats {
     pub probes: AtomicU64,
     /// The most any of this worker's arenas has held (bytes), for sizing `slot_arena_size`.
     pub arena_high_water_bytes: AtomicU64,
+    /// Responses by status, durations, arena high-water marks, rejections by reason, handlers
+    /// cancelled because their client went away (`/metrics`).
+    pub metrics: crate::metrics::WorkerMetrics,
 }
 
 /// What the workers and the thread that controls them share.
@@ -214,6 +220,8 @@ pub(crate) struct WorkerSetup {
     pub shared: Arc<Shared>,
     pub ready: Arc<Barrier>,
     pub setup_error: Arc<Mutex<Option<String>>>,
+    /// The admin and agent listeners, for worker 0 only (`worker/admin.rs`).
+    pub admin: Option<AdminSetup>,
 }
 
 pub(crate) struct Worker {
@@ -255,6 +263,8 @@ pub(crate) struct Worker {
     /// This worker's copy of `WorkerStats::arena_high_water_bytes`: the atomic is written only
     /// when this rises.
     arena_high_water_bytes: usize,
+    /// The admin and agent listeners and admin connections (worker 0, when configured).
+    admin: Option<admin::AdminPort>,
 }
 
 /// Runs a worker: sets up, meets the other workers at `ready`, then serves until shutdown.
@@ -292,6 +302,7 @@ impl Worker {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         setup.shared.wakers.lock().map_err(|_| io::Error::other("poisoned"))?.push(waker);
+        let admin = setup.admin.map(|admin| admin::AdminPort::new(admin, poll.registry()));
         let settings = setup.settings;
         let memory = setup.memory;
         let conns = Owned::new(setup.conns);
@@ -325,6 +336,7 @@ impl Worker {
             draining: false,
             unready: false,
             arena_high_water_bytes: 0,
+            admin: admin.transpose()?,
         })
     }
 
@@ -367,6 +379,7 @@ impl Worker {
                 self.next_sweep = self.now + SWEEP_INTERVAL;
                 self.date.refresh(SystemTime::now());
                 self.sweep();
+                self.sweep_admin();
             }
         }
     }
@@ -375,6 +388,7 @@ impl Worker {
         match event.token() {
             LISTENER => self.accept(),
             WAKER => {}
+            token if admin::is_admin_token(token) => self.admin_event(token),
             Token(token) if token >= SOCKET_TOKEN_BASE => {
                 self.socket_ready(token - SOCKET_TOKEN_BASE)
             }

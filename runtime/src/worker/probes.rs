@@ -38,7 +38,7 @@ impl Worker {
 
     /// Whether the instance takes new work: not from the first shutdown signal on (the drain
     /// delay, then the drain).
-    fn is_ready(&self) -> bool {
+    pub(super) fn is_ready(&self) -> bool {
         // Acquire: pairs with the Release store of `RunningServer::stop_ready` (the worker may
         // not have seen it in its loop yet).
         !self.unready && !self.draining && !self.shared.unready.load(Ordering::Acquire)
@@ -61,6 +61,7 @@ impl Worker {
         };
         self.stats().probes.fetch_add(1, Ordering::Relaxed);
         let conn = &mut self.conns[index];
+        conn.request_started = None; // Not a request of `cella_http_requests_total`.
         conn.consume(head_len);
         conn.close_after |= has_body;
         let persistence = conn.persistence(self.draining);

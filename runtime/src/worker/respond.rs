@@ -53,6 +53,7 @@ impl Worker {
     }
 
     pub(super) fn queue_error(&mut self, index: usize, kind: ErrorKind) {
+        self.count_error(index, kind);
         let response = kind.response();
         let borrowed = self.borrow_io_buffers(index);
         let conn = &mut self.conns[index];
@@ -107,6 +108,7 @@ impl Worker {
             self.fail(index, ErrorKind::BadResponse);
             return;
         }
+        let status = response.status().as_u16();
         let close = response.headers().any(|(name, value)| {
             name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close")
         });
@@ -164,6 +166,7 @@ impl Worker {
         } else {
             slot.response = Some(response);
         }
+        self.count_response(index, status);
     }
 }
 

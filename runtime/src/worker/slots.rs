@@ -227,6 +227,9 @@ impl Worker {
         slot.conn = usize::MAX;
         slot.holds_reserve = false;
         slot.ended_hard = false;
+        // Before the wipe, which resets the request's peak.
+        let request_peak = slot.arena.peak_bytes() as u64;
+        self.shared.stats[self.index].metrics.arena_high_water_bytes.observe(request_peak);
         slot.arena.wipe();
         let high_water = slot.arena.high_water_bytes();
         if high_water > self.arena_high_water_bytes {

@@ -1,0 +1,476 @@
+//! The admin listener (`admin_listen`: `/metrics`, `/livez`, `/readyz`, `/config`) and the
+//! HAProxy agent-check listener (`agent_listen`). Both are served by worker 0 in its own event
+//! loop, outside the slots and the connection table: never routed to a handler, no slot, and
+//! nothing allocated after the seal. Each admin connection has a fixed request buffer and a
+//! fixed response buffer, allocated at startup; a response is rendered into it whole
+//! (`metrics::render`, or the configuration text rendered at startup), written, and the
+//! connection closed. An agent connection gets its one line at accept, and is closed.
+//!
+//! Why worker 0 and not every worker: one bind, one set of buffers, and the answers do not
+//! depend on which worker the kernel picks; every figure is the instance's anyway (counters
+//! are summed, gauges read from the shared pools). The cost: a handler that keeps worker 0's
+//! thread busy (a CPU loop) delays the admin answers as much as worker 0's own connections.
+//! Must not touch the main listener's connections or slots beyond reading the pools' counts.
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use cella_shared::{Config, MemoryPlan};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+
+use super::Worker;
+use crate::http::encode::{self, FixedSink, HeadFrame, Persistence, Sink};
+use crate::metrics::{self, Gauges, Totals};
+
+/// Admin connections served at once; one more is answered 503 at accept and closed.
+pub(super) const ADMIN_CONNECTIONS_MAX: usize = 4;
+/// Largest admin request head (a Prometheus scrape sends about 300 bytes). Past it: 431.
+const ADMIN_REQUEST_BYTES_MAX: usize = 2048;
+/// Header fields parsed in an admin request. Past it: 431.
+const ADMIN_HEADERS_MAX: usize = 32;
+/// Room for a response head, in front of the body in the response buffer.
+const ADMIN_HEAD_BYTES_MAX: usize = 256;
+/// The longest agent line: `up ready 100% maxconn:` and a 20-digit count.
+const AGENT_LINE_BYTES_MAX: usize = 64;
+
+const ADMIN_LISTENER: Token = Token(usize::MAX - 3);
+const AGENT_LISTENER: Token = Token(usize::MAX - 4);
+/// Admin connection `i` has token `ADMIN_CONNECTION_FIRST + i`; all lie above the main
+/// listener's connection tokens and the slots' socket tokens, and below the listener tokens.
+const ADMIN_CONNECTION_FIRST: usize = usize::MAX - 4 - ADMIN_CONNECTIONS_MAX;
+
+/// Whether `token` is one of the admin or agent listener's.
+pub(super) fn is_admin_token(token: Token) -> bool {
+    token.0 >= ADMIN_CONNECTION_FIRST && token.0 <= ADMIN_LISTENER.0
+}
+
+/// What `Server::start` hands worker 0: the bound listeners and the `/config` text.
+pub(crate) struct AdminSetup {
+    pub admin: Option<std::net::TcpListener>,
+    pub agent: Option<std::net::TcpListener>,
+    /// The effective configuration and memory plan, rendered once at startup.
+    pub config_text: Box<[u8]>,
+    pub slot_arena_bytes: u64,
+}
+
+/// The body of `/config`: every key with its effective value, then the memory plan, as
+/// `cella check-config` prints them.
+pub(crate) fn config_text(config: &Config, plan: &MemoryPlan) -> Box<[u8]> {
+    let mut text = String::new();
+    for (key, value) in config.entries() {
+        text.push_str(&format!("{key} = {value}\n"));
+    }
+    text.push_str(&format!("# memory plan: {plan}\n"));
+    text.into_bytes().into_boxed_slice()
+}
+
+/// One admin connection: reading its request into `request`, or writing `response`.
+struct AdminConn {
+    stream: Option<TcpStream>,
+    request: Box<[u8]>,
+    request_len: usize,
+    response: Box<[u8]>,
+    /// The response's bytes not yet written: `response[response_start..response_end]`.
+    response_start: usize,
+    response_end: usize,
+    deadline: Instant,
+}
+
+/// Worker 0's admin and agent listeners and its admin connections.
+pub(super) struct AdminPort {
+    admin: Option<TcpListener>,
+    agent: Option<TcpListener>,
+    config_text: Box<[u8]>,
+    slot_arena_bytes: u64,
+    conns: Box<[AdminConn]>,
+}
+
+impl AdminPort {
+    pub(super) fn new(setup: AdminSetup, registry: &Registry) -> io::Result<AdminPort> {
+        let register = |listener: Option<std::net::TcpListener>, token| {
+            listener
+                .map(|listener| {
+                    listener.set_nonblocking(true)?;
+                    let mut listener = TcpListener::from_std(listener);
+                    registry.register(&mut listener, token, Interest::READABLE)?;
+                    Ok::<_, io::Error>(listener)
+                })
+                .transpose()
+        };
+        let admin = register(setup.admin, ADMIN_LISTENER)?;
+        let agent = register(setup.agent, AGENT_LISTENER)?;
+        // Room for the largest body either path renders.
+        let body_bytes_max = metrics::METRICS_BYTES_MAX.max(setup.config_text.len());
+        let conns = (0..if admin.is_some() { ADMIN_CONNECTIONS_MAX } else { 0 })
+            .map(|_| AdminConn {
+                stream: None,
+                request: vec![0; ADMIN_REQUEST_BYTES_MAX].into_boxed_slice(),
+                request_len: 0,
+                response: vec![0; ADMIN_HEAD_BYTES_MAX + body_bytes_max].into_boxed_slice(),
+                response_start: 0,
+                response_end: 0,
+                deadline: Instant::now(),
+            })
+            .collect();
+        Ok(AdminPort {
+            admin,
+            agent,
+            config_text: setup.config_text,
+            slot_arena_bytes: setup.slot_arena_bytes,
+            conns,
+        })
+    }
+}
+
+/// What an admin request asked for.
+struct AdminRequest<'r> {
+    /// GET or HEAD; `None`: another method (405).
+    head_method: Option<bool>,
+    path: &'r str,
+}
+
+/// The parsed request, `Ok(None)` while it is incomplete, or the status of the error.
+fn parse_admin_request(bytes: &[u8]) -> Result<Option<AdminRequest<'_>>, u16> {
+    let mut headers = [httparse::EMPTY_HEADER; ADMIN_HEADERS_MAX];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(bytes) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) if bytes.len() < ADMIN_REQUEST_BYTES_MAX => return Ok(None),
+        Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => return Err(431),
+        Err(_) => return Err(400),
+    }
+    let head_method = match request.method {
+        Some("GET") => Some(false),
+        Some("HEAD") => Some(true),
+        _ => None,
+    };
+    let target = request.path.unwrap_or("/");
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    Ok(Some(AdminRequest { head_method, path }))
+}
+
+impl Worker {
+    /// A readiness event for an admin or agent token (see [`is_admin_token`]).
+    pub(super) fn admin_event(&mut self, token: Token) {
+        match token {
+            ADMIN_LISTENER => self.accept_admin(),
+            AGENT_LISTENER => self.answer_agents(),
+            Token(token) => self.drive_admin(token - ADMIN_CONNECTION_FIRST),
+        }
+    }
+
+    fn accept_admin(&mut self) {
+        loop {
+            let Some(listener) = self.admin.as_ref().and_then(|port| port.admin.as_ref()) else {
+                return;
+            };
+            let mut stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // WouldBlock, or out of descriptors: the backlog waits for the next event.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_out_of_fds(&e) => return,
+                Err(_) => continue, // One connection's trouble (ECONNABORTED).
+            };
+            let free = self
+                .admin
+                .as_ref()
+                .and_then(|port| port.conns.iter().position(|conn| conn.stream.is_none()));
+            let Some(index) = free else {
+                let busy = TextAnswer { status: 503, text: b"admin connections busy\n" };
+                let mut head = [0u8; ADMIN_HEAD_BYTES_MAX];
+                let mut sink = FixedSink { buf: &mut head, len: 0 };
+                if put_answer_head(&mut sink, busy, &self.date).is_ok() {
+                    let _ = stream.write(&sink.buf[..sink.len]);
+                    let _ = stream.write(busy.text);
+                }
+                continue;
+            };
+            let token = Token(ADMIN_CONNECTION_FIRST + index);
+            if self.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
+                continue;
+            }
+            let Some(port) = self.admin.as_mut() else { return };
+            let conn = &mut port.conns[index];
+            conn.stream = Some(stream);
+            conn.request_len = 0;
+            conn.response_start = 0;
+            conn.response_end = 0;
+            // The main listener's deadlines: for the request, then for taking the answer.
+            conn.deadline = self.now + self.settings.header_read_timeout;
+            self.drive_admin(index);
+        }
+    }
+
+    /// Reads admin connection `index`'s request, answers it, writes the answer, and closes.
+    fn drive_admin(&mut self, index: usize) {
+        let Some(port) = self.admin.as_mut() else { return };
+        let Some(conn) = port.conns.get_mut(index) else { return };
+        let Some(stream) = conn.stream.as_mut() else { return };
+        if conn.response_end == 0 {
+            loop {
+                let Some(room) = conn.request.get_mut(conn.request_len..) else { break };
+                if room.is_empty() {
+                    break;
+                }
+                match stream.read(room) {
+                    Ok(0) => return self.close_admin(index),
+                    Ok(n) => conn.request_len += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => return self.close_admin(index),
+                }
+            }
+            if !self.answer_admin(index) {
+                return; // The request is not complete yet.
+            }
+        }
+        let Some(port) = self.admin.as_mut() else { return };
+        let conn = &mut port.conns[index];
+        let Some(stream) = conn.stream.as_mut() else { return };
+        while conn.response_start < conn.response_end {
+            match stream.write(&conn.response[conn.response_start..conn.response_end]) {
+                Ok(0) => break,
+                Ok(n) => conn.response_start += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Wait for room: from now on the connection waits to write, not to read.
+                    let token = Token(ADMIN_CONNECTION_FIRST + index);
+                    let registry = self.poll.registry();
+                    if registry.reregister(stream, token, Interest::WRITABLE).is_ok() {
+                        return;
+                    }
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.close_admin(index);
+    }
+
+    /// Renders the answer to admin connection `index`'s request into its response buffer;
+    /// `false` while the request is incomplete.
+    fn answer_admin(&mut self, index: usize) -> bool {
+        // Everything read from the workers first, so that the buffer can be borrowed after.
+        let (totals, gauges) = (Totals::of(&self.shared.stats), self.gauges());
+        let ready = self.is_ready();
+        let Some(port) = self.admin.as_mut() else { return false };
+        let conn = &mut port.conns[index];
+        let parsed = parse_admin_request(&conn.request[..conn.request_len]);
+        let body = &mut conn.response[ADMIN_HEAD_BYTES_MAX..];
+        let mut sink = FixedSink { buf: body, len: 0 };
+        let (answer, head_method) = match parsed {
+            Ok(None) => return false,
+            Err(status) => {
+                (Answer::Text(TextAnswer { status, text: b"bad admin request\n" }), false)
+            }
+            Ok(Some(AdminRequest { head_method: None, .. })) => {
+                (Answer::Text(TextAnswer { status: 405, text: b"GET or HEAD only\n" }), false)
+            }
+            Ok(Some(AdminRequest { head_method: Some(head_method), path })) => {
+                let answer = match path {
+                    "/metrics" => match metrics::render(&mut sink, &totals, &gauges) {
+                        Ok(()) => Answer::Rendered { content_type: METRICS_CONTENT_TYPE },
+                        Err(_) => Answer::Text(TextAnswer { status: 500, text: b"too large\n" }),
+                    },
+                    "/config" => match sink.put(&port.config_text) {
+                        Ok(()) => Answer::Rendered { content_type: TEXT_CONTENT_TYPE },
+                        Err(_) => Answer::Text(TextAnswer { status: 500, text: b"too large\n" }),
+                    },
+                    "/livez" => Answer::Text(TextAnswer { status: 200, text: b"live\n" }),
+                    "/readyz" if ready => {
+                        Answer::Text(TextAnswer { status: 200, text: b"ready\n" })
+                    }
+                    "/readyz" => Answer::Text(TextAnswer { status: 503, text: b"draining\n" }),
+                    _ => Answer::Text(TextAnswer { status: 404, text: b"not found\n" }),
+                };
+                (answer, head_method)
+            }
+        };
+        let (status, content_type, body_len) = match answer {
+            Answer::Rendered { content_type } => (200, content_type, sink.len),
+            Answer::Text(text) => {
+                sink.len = 0;
+                let _ = sink.put(text.text);
+                (text.status, TEXT_CONTENT_TYPE, sink.len)
+            }
+        };
+        let mut head = [0u8; ADMIN_HEAD_BYTES_MAX];
+        let mut head_sink = FixedSink { buf: &mut head, len: 0 };
+        let frame = HeadFrame {
+            status,
+            content_length: body_len,
+            persistence: Persistence::Close,
+            date: &self.date,
+        };
+        let encoded = encode::put_frame(&mut head_sink, frame)
+            .and_then(|()| head_sink.put(content_type))
+            .and_then(|()| head_sink.put(b"cache-control: no-store\r\n\r\n"));
+        if encoded.is_err() {
+            conn.response_end = 0;
+            return true; // Not reached: the head is short and fixed; close without an answer.
+        }
+        // The head goes right in front of the body, so the response is one run of bytes.
+        let head_len = head_sink.len;
+        let start = ADMIN_HEAD_BYTES_MAX - head_len;
+        conn.response[start..ADMIN_HEAD_BYTES_MAX].copy_from_slice(&head[..head_len]);
+        let sends_body = encode::BodyRule::of(status, head_method).body;
+        conn.response_start = start;
+        conn.response_end = ADMIN_HEAD_BYTES_MAX + if sends_body { body_len } else { 0 };
+        conn.deadline = self.now + self.settings.response_write_timeout;
+        true
+    }
+
+    fn close_admin(&mut self, index: usize) {
+        let Some(port) = self.admin.as_mut() else { return };
+        let conn = &mut port.conns[index];
+        if let Some(mut stream) = conn.stream.take() {
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+        conn.request_len = 0;
+        conn.response_start = 0;
+        conn.response_end = 0;
+    }
+
+    /// Closes admin connections past their deadline (called by the sweep).
+    pub(super) fn sweep_admin(&mut self) {
+        let now = self.now;
+        let expired = |conn: &AdminConn| conn.stream.is_some() && conn.deadline <= now;
+        for index in 0..self.admin.as_ref().map_or(0, |port| port.conns.len()) {
+            if self.admin.as_ref().is_some_and(|port| expired(&port.conns[index])) {
+                self.close_admin(index);
+            }
+        }
+    }
+
+    /// The instance's gauges, read now.
+    fn gauges(&self) -> Gauges {
+        let count = |n: usize| n as u64;
+        let (slots, conns, bufs) = (self.slots.table(), self.conns.table(), self.bufs.table());
+        Gauges {
+            slots: count(slots.len()),
+            slots_free: count(slots.pool().free_count()),
+            slot_arena_bytes: self.admin.as_ref().map_or(0, |port| port.slot_arena_bytes),
+            connections_max: count(conns.len()),
+            connections_free: count(conns.pool().free_count()),
+            io_buffers: count(bufs.len()),
+            io_buffers_free: count(bufs.pool().free_count()),
+            ready: self.is_ready(),
+            system_allocations_after_start: cella_arena::sealed_system_calls(),
+            resident_memory_bytes: crate::sys::resident_memory_bytes().ok(),
+            open_fds: crate::sys::open_fd_count().ok().map(count),
+        }
+    }
+
+    /// Accepts every pending agent connection and answers each with its one line.
+    fn answer_agents(&mut self) {
+        loop {
+            let Some(listener) = self.admin.as_ref().and_then(|port| port.agent.as_ref()) else {
+                return;
+            };
+            let mut stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_out_of_fds(&e) => return,
+                Err(_) => continue,
+            };
+            // What HAProxy sent (`agent-send`) is read first, so that closing with it unread
+            // does not turn the close into a reset that could lose the line.
+            let mut scratch = [0u8; 256];
+            for _ in 0..4 {
+                if !matches!(stream.read(&mut scratch), Ok(n) if n > 0) {
+                    break;
+                }
+            }
+            let mut line = [0u8; AGENT_LINE_BYTES_MAX];
+            let len = self.agent_line(&mut line);
+            // A fresh socket's send buffer takes a few dozen bytes at once.
+            let _ = stream.write(&line[..len]);
+            // Dropped here: closed.
+        }
+    }
+
+    /// HAProxy's agent protocol: `drain` from the first shutdown signal on; before that
+    /// `up ready`, the free slots as a percentage of all slots (at least 1%: HAProxy answers
+    /// 503 itself when every agent says 0%), and the slots as the server's `maxconn`.
+    fn agent_line(&self, line: &mut [u8; AGENT_LINE_BYTES_MAX]) -> usize {
+        if !self.is_ready() {
+            line[..6].copy_from_slice(b"drain\n");
+            return 6;
+        }
+        let slots = self.slots.table().len();
+        let free = self.slots.table().pool().free_count().min(slots);
+        let percent = (free * 100 / slots.max(1)).max(1);
+        let mut cursor = io::Cursor::new(&mut line[..]);
+        // Integers format without allocating; 64 bytes hold the longest line.
+        let _ = writeln!(cursor, "up ready {percent}% maxconn:{slots}");
+        cursor.position() as usize
+    }
+}
+
+/// What an admin request is answered with.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// 200 with the body rendered into the response buffer.
+    Rendered { content_type: &'static [u8] },
+    /// A short fixed text.
+    Text(TextAnswer),
+}
+
+#[derive(Clone, Copy)]
+struct TextAnswer {
+    status: u16,
+    text: &'static [u8],
+}
+
+const METRICS_CONTENT_TYPE: &[u8] = b"content-type: text/plain; version=0.0.4; charset=utf-8\r\n";
+const TEXT_CONTENT_TYPE: &[u8] = b"content-type: text/plain; charset=utf-8\r\n";
+
+/// The head of a short text answer written at accept (no buffer is free).
+fn put_answer_head(
+    sink: &mut FixedSink<'_>,
+    answer: TextAnswer,
+    date: &crate::http::date::DateCache,
+) -> Result<(), encode::Full> {
+    let frame = HeadFrame {
+        status: answer.status,
+        content_length: answer.text.len(),
+        persistence: Persistence::Close,
+        date,
+    };
+    encode::put_frame(sink, frame)?;
+    sink.put(TEXT_CONTENT_TYPE)?;
+    sink.put(b"\r\n")
+}
+
+fn is_out_of_fds(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_requests_parse_to_a_method_and_a_path_without_its_query() {
+        let parsed = parse_admin_request(b"GET /metrics?x=1 HTTP/1.1\r\nhost: a\r\n\r\n");
+        let request = parsed.unwrap().unwrap();
+        assert_eq!((request.head_method, request.path), (Some(false), "/metrics"));
+        let parsed = parse_admin_request(b"HEAD /config HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert_eq!(parsed.head_method, Some(true));
+        let parsed = parse_admin_request(b"POST /metrics HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!(parsed.head_method, None);
+        assert!(matches!(parse_admin_request(b"GET /metrics HTTP/1.1\r\nhost"), Ok(None)));
+        assert!(matches!(parse_admin_request(b"GET /\x01 HTTP/1.1\r\n\r\n"), Err(400)));
+        let full = [b'a'; ADMIN_REQUEST_BYTES_MAX];
+        assert!(matches!(parse_admin_request(&full), Err(_)));
+    }
+
+    #[test]
+    fn admin_tokens_lie_between_every_other_token_and_the_listeners() {
+        assert!(is_admin_token(ADMIN_LISTENER) && is_admin_token(AGENT_LISTENER));
+        assert!(is_admin_token(Token(ADMIN_CONNECTION_FIRST + ADMIN_CONNECTIONS_MAX - 1)));
+        assert!(!is_admin_token(super::super::LISTENER) && !is_admin_token(super::super::WAKER));
+        assert!(!is_admin_token(Token(super::super::SOCKET_TOKEN_BASE + (1 << 40))));
+    }
+}
