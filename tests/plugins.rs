@@ -7,8 +7,9 @@
 //! holds the C allocator to its edge cases: blocks malloc'ed in `init` realloc'ed and freed in
 //! handlers, and sizes that overflow.
 //!
-//! Languages: C (gcc), Zig (the `ziglang` PyPI package) and Nim (Debian's `nim`); tests/run.sh
-//! installs the compilers when they are missing.
+//! Languages: C (gcc), C++ (g++, through the same `cella.h`: its declarations have C linkage),
+//! Zig (the `ziglang` PyPI package) and Nim (Debian's `nim`); tests/run.sh installs the compilers
+//! when they are missing. The C++ build also throws and catches exceptions inside handlers.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -49,6 +50,24 @@ fn build_c(name: &str, defines: &[&str]) -> PathBuf {
 fn c_plugin() -> &'static PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| build_c("app_c", &[]))
+}
+
+fn cpp_plugin() -> &'static PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let output = plugins_dir().join("libapp_cpp.so");
+        let root = repo_root();
+        let mut command = Command::new("g++");
+        command
+            .args(["-std=c++17", "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Wpedantic"])
+            .args(["-Werror", "-I"])
+            .arg(root.join("runtime/include"))
+            .arg(root.join("tests/plugins/cpp/app.cpp"))
+            .arg("-o")
+            .arg(&output);
+        run_compiler(command, "the C++ plugin");
+        output
+    })
 }
 
 fn run_compiler(mut command: Command, what: &str) {
@@ -101,7 +120,7 @@ fn nim_plugin() -> &'static PathBuf {
 
 /// Every plugin build the shared assertions run against.
 fn plugins() -> Vec<(&'static str, &'static PathBuf)> {
-    vec![("c", c_plugin()), ("zig", zig_plugin()), ("nim", nim_plugin())]
+    vec![("c", c_plugin()), ("cpp", cpp_plugin()), ("zig", zig_plugin()), ("nim", nim_plugin())]
 }
 
 fn serve_plugin(plugin: &PathBuf, extra: &[&str]) -> ServerProcess {
@@ -175,6 +194,20 @@ fn ten_thousand_plugin_requests_make_no_system_allocation_after_startup() {
         drop(client);
         assert_eq!(server.terminate_and_count_system_allocations(), 0, "{language}");
     }
+}
+
+#[test]
+fn a_cpp_plugin_throws_and_catches_exceptions_in_handlers_without_system_allocations() {
+    let mut server = serve_plugin(cpp_plugin(), &[]);
+    let mut client = Client::connect(server.addr());
+    for _ in 0..200 {
+        let caught = client.get("/exception");
+        assert_eq!(caught.status, 500);
+        assert_eq!(caught.text(), "caught: thrown in a handler, /exception\n");
+        assert_eq!(client.get("/alloc/8").text(), "8192");
+    }
+    drop(client);
+    assert_eq!(server.terminate_and_count_system_allocations(), 0);
 }
 
 #[test]

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)

@@ -9,6 +9,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A CellaStr over a string literal. */
+#ifdef __cplusplus
+#define CELLA_STR(literal) (CellaStr{ reinterpret_cast<const uint8_t *>(literal), sizeof(literal) - 1 })
+#else
+#define CELLA_STR(literal) ((CellaStr){ (const uint8_t *)(literal), sizeof(literal) - 1 })
+#endif
+
+
 /**
  * The ABI version this host implements. A plugin built against another one is refused.
  */
@@ -206,10 +214,17 @@ typedef struct CellaPlugin {
                  struct CellaResponse *response);
 } CellaPlugin;
 
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+/**
+ * The one symbol a plugin exports: returns its static descriptor.
+ */
+extern const struct CellaPlugin *cella_plugin_entry(void);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
 #endif  /* CELLA_H */
-
-/* The one symbol a plugin exports: returns its static descriptor. */
-const CellaPlugin *cella_plugin_entry(void);
-
-/* A CellaStr over a string literal. */
-#define CELLA_STR(literal) ((CellaStr){ (const uint8_t *)(literal), sizeof(literal) - 1 })

@@ -175,3 +175,11 @@ pub struct CellaPlugin {
 
 /// The name of the one symbol a plugin exports.
 pub const CELLA_PLUGIN_ENTRY_SYMBOL: &str = "cella_plugin_entry";
+
+// The one symbol a plugin exports, declared for the C header (cbindgen emits it with C linkage,
+// inside the include guard). The host never links against it: it finds it with `dlsym` by
+// `CELLA_PLUGIN_ENTRY_SYMBOL`.
+extern "C" {
+    /// The one symbol a plugin exports: returns its static descriptor.
+    pub fn cella_plugin_entry() -> *const CellaPlugin;
+}

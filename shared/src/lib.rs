@@ -4,7 +4,8 @@
 //! memory mappings. It names every limit cella enforces, parses and validates the configuration
 //! that sets them, and computes the memory plan that the configuration implies.
 #![forbid(unsafe_code)]
-// (abi.rs holds `extern "C"` function-pointer types only: declaring them needs no unsafe block.)
+// (abi.rs holds `extern "C"` function-pointer types and the declaration of the plugin's entry
+// symbol, for the C header: declaring them needs no unsafe block, and nothing here calls them.)
 
 pub mod abi;
 pub mod config;

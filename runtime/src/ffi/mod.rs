@@ -52,8 +52,9 @@ impl std::error::Error for LoadError {}
 pub struct Plugin {
     descriptor: &'static CellaPlugin,
     handle: unsafe extern "C" fn(*const CellaHost, *const CellaRequest, *mut CellaResponse),
-    /// The library's TLS module id (0: it has no thread-local storage).
-    tls_module: usize,
+    /// The TLS module ids of every loaded library with thread-local storage, the plugin's and
+    /// its dependencies' (a C++ plugin's libstdc++ keeps its exception state there).
+    tls_modules: Vec<usize>,
 }
 
 /// glibc's argument to `__tls_get_addr` (the x86_64 psABI's `tls_index`).
@@ -127,15 +128,7 @@ impl Plugin {
         }
         let handle =
             descriptor.handle.ok_or_else(|| fail("its descriptor has no `handle`".into()))?;
-        let mut tls_module: usize = 0;
-        // SAFETY: dlinfo(3) with RTLD_DI_TLS_MODID writes a size_t (0 when the library has no
-        // TLS) for a live handle.
-        if unsafe {
-            libc::dlinfo(library, libc::RTLD_DI_TLS_MODID, (&mut tls_module as *mut usize).cast())
-        } != 0
-        {
-            return Err(fail(dlerror_text()));
-        }
+        let tls_modules = loaded_tls_modules();
         if let Some(init) = descriptor.init {
             // SAFETY: per the ABI; `config` is valid for the call.
             let code = unsafe { init(&host::HOST, CellaStr::from_bytes(config.as_bytes())) };
@@ -143,7 +136,7 @@ impl Plugin {
                 return Err(fail(format!("its init returned {code}")));
             }
         }
-        Ok(Plugin { descriptor, handle, tls_module })
+        Ok(Plugin { descriptor, handle, tls_modules })
     }
 
     /// Calls the plugin's `deinit`, once, after the last request.
@@ -155,14 +148,41 @@ impl Plugin {
     }
 }
 
+/// The TLS module ids of every loaded object that has thread-local storage (the executable's
+/// and the startup libraries' are in static TLS: touching them allocates nothing).
+fn loaded_tls_modules() -> Vec<usize> {
+    unsafe extern "C" fn collect(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        modules: *mut c_void,
+    ) -> libc::c_int {
+        // SAFETY: dl_iterate_phdr(3) passes a valid `info` for the call, and `modules` is the
+        // `Vec` passed below, borrowed for the whole iteration.
+        unsafe {
+            let module = (*info).dlpi_tls_modid;
+            if module != 0 {
+                (*modules.cast::<Vec<usize>>()).push(module);
+            }
+        }
+        0
+    }
+    let mut modules: Vec<usize> = Vec::new();
+    // SAFETY: the callback matches dl_iterate_phdr(3)'s signature and only pushes to `modules`.
+    unsafe { libc::dl_iterate_phdr(Some(collect), (&mut modules as *mut Vec<usize>).cast()) };
+    modules
+}
+
 impl Handler for Plugin {
     /// glibc allocates a dlopen'ed library's thread-local storage lazily, with malloc, the
-    /// first time a thread touches it. Touch it here, on each worker before it is sealed, so that
-    /// allocation is not made inside a request (where it would land in the arena and be wiped).
+    /// first time a thread touches it. Touch it here, for the plugin and every library loaded
+    /// with it, on each worker before it is sealed, so that allocation is not made inside a
+    /// request (where it would land in the arena and be wiped: a C++ plugin's second exception
+    /// on a worker would use libstdc++'s wiped exception state).
     fn prepare_thread(&self) {
-        if self.tls_module != 0 {
-            let index = TlsIndex { module: self.tls_module, offset: 0 };
-            // SAFETY: a valid module id from dlinfo for a library that stays loaded.
+        for &module in &self.tls_modules {
+            let index = TlsIndex { module, offset: 0 };
+            // SAFETY: a module id dl_iterate_phdr reported for a library that stays loaded
+            // (plugins and their dependencies are never unloaded).
             unsafe { __tls_get_addr(&index) };
         }
     }
