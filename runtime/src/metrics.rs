@@ -161,8 +161,8 @@ impl<const N: usize> Histogram<N> {
 pub(crate) struct WorkerMetrics {
     /// Responses by status: see [`CODES`] and [`CLASSES`].
     responses: [AtomicU64; CODE_COUNTERS],
-    /// From a request's first byte (or the previous response on its connection, for a request
-    /// pipelined behind it) to its response being queued, in microseconds.
+    /// From the first time the worker parsed a request's bytes (for a request pipelined behind
+    /// another: right after that one's answer) to its answer being queued, in microseconds.
     pub(crate) duration_us: Histogram<{ DURATION_BOUNDS_US.len() }>,
     /// Each request's arena high-water mark, observed when its slot is released.
     pub(crate) arena_high_water_bytes: Histogram<{ ARENA_BOUNDS_BYTES.len() }>,
@@ -408,8 +408,7 @@ pub(crate) fn render(sink: &mut impl Sink, totals: &Totals, gauges: &Gauges) -> 
     out.header(
         "cella_http_request_duration_seconds",
         "histogram",
-        "From a request's first byte (or the previous response, when pipelined) to its \
-         response being queued.",
+        "From the first time the worker parsed a request's bytes to its answer being queued.",
     )?;
     out.histogram("cella_http_request_duration_seconds", &totals.duration_us, Unit::Micros)?;
     out.header(
