@@ -2,7 +2,8 @@
 # Proves, from outside the process, that cella makes no malloc-family call and no
 # mmap/munmap/brk/mprotect/madvise/mremap syscall between its ready line and its shutdown, while
 # serving successes, overruns, panics and stack overflows (but the stack headroom's mprotect
-# pair of each overflow, below).
+# pair of each overflow, below), and answering the admin listener (/metrics, /config, /readyz,
+# /livez) and the agent-check listener.
 #   1. under an LD_PRELOAD malloc counter (window marked with SIGUSR1/SIGUSR2);
 #   2. under strace -f (window: the ready line's write to the "draining" line's write).
 # Usage: tests/check/no-alloc-after-startup.sh [path/to/cella [plugin.so]]   (loopback only; bounded)
@@ -15,7 +16,8 @@ APP=demo
 REQUESTS=${REQUESTS:-2000}
 WORK=$(mktemp -d)
 trap 'kill "${PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-ARGS=(serve --listen 127.0.0.1:0 --workers 2 --slots 8 --slot-arena 256KiB --set request_body_size_max=64KiB --max-connections 64)
+ARGS=(serve --listen 127.0.0.1:0 --workers 2 --slots 8 --slot-arena 256KiB --set request_body_size_max=64KiB --max-connections 64
+  --set admin_listen=127.0.0.1:0 --set agent_listen=127.0.0.1:0)
 if [ -n "$PLUGIN" ]; then ARGS+=(--handler "$PLUGIN"); APP=plugin; fi
 
 wait_ready() { # $1: stdout file; prints the address
@@ -24,6 +26,24 @@ wait_ready() { # $1: stdout file; prints the address
     sleep 0.05
   done
   echo "server did not print its ready line" >&2; cat "$WORK"/*.err >&2 || true; exit 1
+}
+admin_traffic() { # $1: the server's stderr file (its admin and agent lines come before the ready line)
+  python3 - "$(sed -n 's|^cella: admin listener on http://\([^ ]*\).*|\1|p' "$1")" \
+    "$(sed -n 's|^cella: agent-check listener on ||p' "$1")" <<'PY'
+import socket, sys
+def connect(addr):
+    host, port = addr.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=10)
+for _ in range(20):
+    for path in ("/metrics", "/config", "/readyz", "/livez"):
+        admin = connect(sys.argv[1])
+        admin.sendall(f"GET {path} HTTP/1.1\r\nhost: a\r\n\r\n".encode())
+        answer = b""
+        while chunk := admin.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert connect(sys.argv[2]).recv(64).startswith(b"up ready ")
+PY
 }
 wait_exit() { for _ in $(seq 1 200); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done; echo "server did not exit" >&2; exit 1; }
 
@@ -34,6 +54,7 @@ PID=$!
 ADDR=$(wait_ready "$WORK/a.out")
 kill -USR1 "$PID"
 python3 tests/check/load.py "$ADDR" "$REQUESTS" "$APP"
+admin_traffic "$WORK/a.err"
 kill -USR2 "$PID"
 for _ in $(seq 1 100); do grep -q 'malloc-counter:' "$WORK/a.err" && break; sleep 0.05; done
 kill -TERM "$PID"; wait_exit "$PID"
@@ -47,6 +68,7 @@ strace -f -qq -o "$WORK/trace" -e trace=mmap,munmap,brk,mprotect,madvise,mremap,
 PID=$!
 ADDR=$(wait_ready "$WORK/b.out")
 python3 tests/check/load.py "$ADDR" "$((REQUESTS / 4))" "$APP"
+admin_traffic "$WORK/b.err"
 SERVER=$(pgrep -P "$PID" | head -1)   # strace's child is the server; signal it, not strace
 kill -TERM "$SERVER"; wait_exit "$PID"
 WINDOW=$(awk '/write\(1, "listening on http/ {on=1; next} /write\(2, "cella: draining/ {on=0} on' "$WORK/trace")
