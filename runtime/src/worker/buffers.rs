@@ -59,6 +59,9 @@ impl Worker {
     /// Lets connections waiting for a pair try again while the instance has free pairs (one per
     /// free pair). A pair freed by another worker is seen on this worker's next loop turn.
     pub(super) fn admit_io_waiters(&mut self) {
+        if self.io_waiters.is_empty() {
+            return;
+        }
         let mut free = self.bufs.table().pool().free_count();
         while free > 0 {
             let Some(waiter) = self.io_waiters.pop_front() else { return };

@@ -291,8 +291,6 @@ impl Worker {
         };
         conn.body = BodyState::None;
         conn.phase = Phase::Running;
-        // Nothing buffered while the handler runs: the pair may serve another connection.
-        self.return_io_buffers_if_empty(index);
         self.conns[index].deadline = None;
         let slot = &mut self.slots[slot_index];
         if let (Some(request), Some(body)) = (slot.request.as_mut(), body) {

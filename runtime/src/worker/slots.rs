@@ -149,6 +149,9 @@ impl Worker {
                     slot_index,
                     Some(wait.deadline.map_or(deadline, |d| d.min(deadline))),
                 );
+                // A handler that waits may wait long: with nothing buffered, its connection's
+                // I/O buffer pair serves others meanwhile (it borrows one again to answer).
+                self.return_io_buffers_if_empty(index);
                 return;
             }
             Step::Finished(Ok(response)) => Ok(response),
