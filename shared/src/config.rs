@@ -193,7 +193,8 @@ config_keys! {
     /// Connections held at once by the whole instance, whichever worker holds each. A full
     /// table closes its oldest idle keep-alive connection to admit a new one; with none idle,
     /// the new connection gets 503 and is closed. Costs no region memory of its own (an idle
-    /// connection holds no buffer), about 200 bytes of tables each.
+    /// connection holds no buffer), a few hundred bytes of tables each (about 340, measured in
+    /// docs/benchmarks.md).
     connections_max: usize = "1024";
     /// Pairs of read and write buffers the instance lends to connections while they read a
     /// request or write a response; an idle connection, or one whose handler runs with
