@@ -94,13 +94,14 @@ impl Worker {
         }
         let _ = stream.set_nodelay(true);
         self.stats().connections_accepted.fetch_add(1, Ordering::Relaxed);
+        let closing = !self.is_ready();
         let conn = &mut self.conns[index];
         conn.stream = Some(stream);
         conn.remote = remote;
         conn.phase = Phase::Idle;
         conn.request = RequestMeta::UNKNOWN;
         conn.deadline = Some(self.now + self.settings.header_read_timeout);
-        conn.close_after = self.draining || self.unready;
+        conn.close_after = closing;
         conn.eof = false;
         conn.readable = true;
         conn.kept_alive = false;

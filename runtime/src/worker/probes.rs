@@ -60,11 +60,12 @@ impl Worker {
             Probe::Readiness => (503, b"draining\n"),
         };
         self.stats().probes.fetch_add(1, Ordering::Relaxed);
+        let closing = !self.is_ready();
         let conn = &mut self.conns[index];
         conn.request_started = None; // Not a request of `cella_http_requests_total`.
         conn.consume(head_len);
         conn.close_after |= has_body;
-        let persistence = conn.persistence(self.draining);
+        let persistence = conn.persistence(closing);
         let reply = TextReply { status, text, persistence, head_request: conn.request.head_method };
         // Compacts the buffer first when that makes room; `start` is taken after it.
         let room = conn.write_room(PROBE_REPLY_BYTES_MAX);

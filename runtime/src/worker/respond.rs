@@ -56,9 +56,10 @@ impl Worker {
         self.count_error(index, kind);
         let response = kind.response();
         let borrowed = self.borrow_io_buffers(index);
+        let closing = !self.is_ready();
         let conn = &mut self.conns[index];
         conn.close_after |= response.close;
-        let persistence = conn.persistence(self.draining);
+        let persistence = conn.persistence(closing);
         conn.close_after |= persistence == Persistence::Close;
         let reply = encode::ErrorReply {
             status: response.status,
@@ -112,6 +113,9 @@ impl Worker {
         let close = response.headers().any(|(name, value)| {
             name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close")
         });
+        // From the first shutdown signal on, every answer closes its connection, even one this
+        // worker gives before its loop has seen the signal.
+        let closing = !self.is_ready();
         let conn = &mut self.conns[index];
         conn.close_after |= close;
         let slot = &mut self.slots[slot_index];
@@ -119,7 +123,7 @@ impl Worker {
         let frame = HeadFrame {
             status: response.status().as_u16(),
             content_length: body.len(),
-            persistence: conn.persistence(self.draining),
+            persistence: conn.persistence(closing),
             date: &self.date,
         };
         conn.close_after |= frame.persistence == Persistence::Close;
