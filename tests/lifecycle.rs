@@ -486,3 +486,16 @@ fn slow_heads_cannot_starve_the_instance_of_io_buffers() {
         assert!(client.is_closed_by_server());
     }
 }
+
+#[test]
+fn a_handler_deadline_counts_from_its_own_start_not_from_its_loop_turn() {
+    let server = ServerProcess::start(&["--set", "handler_timeout_ms=300"]);
+    let mut client = Client::connect(server.addr());
+    // Pipelined: the second handler starts in the same loop turn, right after the first has
+    // kept the worker busy for 600 ms (it never suspends, so nothing cuts it off).
+    client.send(
+        b"GET /spin/600 HTTP/1.1\r\nhost: t\r\n\r\nGET /sleep/50 HTTP/1.1\r\nhost: t\r\n\r\n",
+    );
+    assert_eq!(client.response().status, 200);
+    assert_eq!(client.response().status, 200, "a 50 ms handler is within a 300 ms deadline");
+}

@@ -83,7 +83,9 @@ impl Worker {
             // request's memory until the task has ended and its response is dropped.
             unsafe { (*handler).handle(&request.to_request()) }
         }));
-        slot.handler_deadline = self.now + self.settings.handler_timeout;
+        // The clock now, not the loop turn's: a handler that ran long earlier in this turn
+        // must not shorten the next one's deadline.
+        slot.handler_deadline = Instant::now() + self.settings.handler_timeout;
         slot.route.fail_countdown.set(slot.fail_alloc_at);
         self.resume(slot_index, Wake::Start);
     }
