@@ -25,9 +25,6 @@ use std::sync::{Arc, TryLockError};
 use cella::sync::{Mutex, MutexGuard};
 use cella::{handler_fn, Request, Response, Router, StatusCode};
 
-#[global_allocator]
-static ALLOCATOR: cella::RoutingAlloc = cella::RoutingAlloc;
-
 /// Requests served by the store's routes (a plain atomic: no allocation, no lock).
 static REQUESTS: AtomicU64 = AtomicU64::new(0);
 /// Times a request found the store poisoned (a holder was cancelled) and recovered it.
@@ -138,6 +135,5 @@ fn app() -> Router {
         .get("/stats", handler_fn(move |_| stats(&s4)))
 }
 
-fn main() -> std::process::ExitCode {
-    cella::cli::main_with(std::env::args_os(), app)
-}
+// The global allocator (RoutingAlloc), the exported C allocator, and cella's command line.
+cella::main!(app);

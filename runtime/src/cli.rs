@@ -41,7 +41,9 @@ fn config_args(command: Command) -> Command {
     )
 }
 
-fn command() -> Command {
+/// The command line. `--handler` is offered only when this binary exports cella's C allocator
+/// (`plugins`); otherwise it is hidden, and refused with a message when given.
+fn command(plugins: bool) -> Command {
     Command::new("cella")
         .version(env!("CARGO_PKG_VERSION"))
         .about("A web runtime whose memory is fixed at startup")
@@ -54,6 +56,7 @@ fn command() -> Command {
                 Arg::new("handler")
                     .long("handler")
                     .value_name("PATH.so")
+                    .hide(!plugins)
                     .help("serve the handler of a C-ABI plugin (docs/c-abi.md)"),
             ),
         )
@@ -123,12 +126,15 @@ pub fn main() -> ExitCode {
     main_with(std::env::args_os(), crate::demo::app)
 }
 
-/// Runs the command line, serving the handler `make_handler` builds.
+/// Runs the command line, serving the handler `make_handler` builds. `serve --handler PATH.so`
+/// is offered only when the binary exports cella's C allocator (`cella::main!` does), so that a
+/// plugin's `malloc` lands in the request's arena.
 pub fn main_with<H: Handler>(
     args: impl IntoIterator<Item = OsString>,
     make_handler: impl FnOnce() -> H,
 ) -> ExitCode {
-    let matches = match command().try_get_matches_from(args) {
+    let plugins = crate::setup::c_allocator_is_exported();
+    let matches = match command(plugins).try_get_matches_from(args) {
         Ok(matches) => matches,
         Err(error) => {
             let _ = error.print();
@@ -149,6 +155,14 @@ pub fn main_with<H: Handler>(
     let Some(path) = sub.get_one::<String>("handler") else {
         return serve(config, Chosen(Box::new(make_handler())));
     };
+    if !plugins {
+        eprintln!(
+            "cella: --handler is not available: this binary does not export cella's C allocator, \
+             so a plugin's malloc would go to the system heap; set the binary up with \
+             `cella::main!(app)`"
+        );
+        return ExitCode::from(2);
+    }
     let plugin = match Plugin::load(path, &plugin_section) {
         Ok(plugin) => std::sync::Arc::new(plugin),
         Err(error) => {

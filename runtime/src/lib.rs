@@ -15,9 +15,11 @@
 //! println!("listening on http://{}", server.local_addr());
 //! ```
 //!
-//! Link with `#[global_allocator] static A: cella::RoutingAlloc = cella::RoutingAlloc;` so that
-//! ordinary allocations inside handlers land in the slot's arena. State that outlives a request
-//! goes to the state heap: build it inside [`persist`], or while holding a [`sync::Mutex`].
+//! A binary sets itself up with one line, [`main!`] (`cella::main!(app)`): the global allocator
+//! [`RoutingAlloc`], so that ordinary allocations inside handlers land in the slot's arena (a
+//! server refuses to start without it), cella's C allocator for plugins, and cella's command
+//! line. State that outlives a request goes to the state heap: build it inside [`persist`], or
+//! while holding a [`sync::Mutex`].
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -36,6 +38,7 @@ mod pool;
 mod reply;
 mod router;
 mod server;
+pub mod setup;
 mod slot_request;
 mod state;
 pub mod sync;
@@ -44,7 +47,9 @@ mod systemd;
 pub mod testing;
 mod worker;
 
-pub use cella_arena::{AllocError, Arena, ArenaString, ArenaVec, RoutingAlloc};
+pub use cella_arena::{
+    export_c_allocator, export_fd_hooks, AllocError, Arena, ArenaString, ArenaVec, RoutingAlloc,
+};
 pub use cella_shared::{Config, ConfigError, MemoryPlan};
 pub use handler::{
     handler_fn, try_handler_fn, Body, Handler, HandlerFn, Method, Params, Request, Response,

@@ -58,6 +58,9 @@ pub enum StartError {
         needed: u64,
         limit: u64,
     },
+    /// The binary's global allocator is not `RoutingAlloc`: handler allocations would go to the
+    /// system heap, unbounded, and the arena limit would not hold.
+    NotRoutingAlloc,
 }
 
 impl fmt::Display for StartError {
@@ -72,6 +75,12 @@ impl fmt::Display for StartError {
                 "the plan needs {needed} file descriptors (connections_max + slots x \
                  slot_sockets_max + workers + {FDS_SPARE} spare) but the open-file limit is \
                  {limit}: raise it (ulimit -n, systemd LimitNOFILE=) or lower connections_max"
+            ),
+            StartError::NotRoutingAlloc => f.write_str(
+                "this binary's global allocator is not cella::RoutingAlloc, so handler \
+                 allocations would go to the system heap, unbounded: set the binary up with \
+                 `cella::main!(app)`, or declare `#[global_allocator] static ALLOCATOR: \
+                 cella::RoutingAlloc = cella::RoutingAlloc;`",
             ),
         }
     }
@@ -134,7 +143,12 @@ impl Server {
 
     /// Maps the memory, binds, and starts the workers. When it returns `Ok`, every worker is
     /// ready and the listeners accept connections.
+    /// Refuses to start ([`StartError::NotRoutingAlloc`]) when the binary's global allocator is
+    /// not [`RoutingAlloc`](crate::RoutingAlloc).
     pub fn start(self) -> Result<RunningServer, StartError> {
+        if !crate::setup::routing_alloc_is_global() {
+            return Err(StartError::NotRoutingAlloc);
+        }
         let page_size = cella_arena::page_size() as u64;
         let plan = self.config.validate(page_size).map_err(StartError::Config)?;
         check_open_file_limit(&self.config, &plan)?;
