@@ -32,7 +32,7 @@ const ADMIN_HEADERS_MAX: usize = 32;
 /// Room for a response head, in front of the body in the response buffer.
 const ADMIN_HEAD_BYTES_MAX: usize = 256;
 /// The longest agent line: `up ready 100% maxconn:` and a 20-digit count.
-const AGENT_LINE_BYTES_MAX: usize = 64;
+pub(super) const AGENT_LINE_BYTES_MAX: usize = 64;
 
 const ADMIN_LISTENER: Token = Token(usize::MAX - 3);
 const AGENT_LISTENER: Token = Token(usize::MAX - 4);
@@ -80,7 +80,7 @@ struct AdminConn {
 /// Worker 0's admin and agent listeners and its admin connections.
 pub(super) struct AdminPort {
     admin: Option<TcpListener>,
-    agent: Option<TcpListener>,
+    pub(super) agent: Option<TcpListener>,
     config_text: Box<[u8]>,
     slot_arena_bytes: u64,
     conns: Box<[AdminConn]>,
@@ -361,51 +361,6 @@ impl Worker {
             open_fds: crate::sys::open_fd_count().ok().map(count),
         }
     }
-
-    /// Accepts every pending agent connection and answers each with its one line.
-    fn answer_agents(&mut self) {
-        loop {
-            let Some(listener) = self.admin.as_ref().and_then(|port| port.agent.as_ref()) else {
-                return;
-            };
-            let mut stream = match listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_out_of_fds(&e) => return,
-                Err(_) => continue,
-            };
-            // What HAProxy sent (`agent-send`) is read first, so that closing with it unread
-            // does not turn the close into a reset that could lose the line.
-            let mut scratch = [0u8; 256];
-            for _ in 0..4 {
-                if !matches!(stream.read(&mut scratch), Ok(n) if n > 0) {
-                    break;
-                }
-            }
-            let mut line = [0u8; AGENT_LINE_BYTES_MAX];
-            let len = self.agent_line(&mut line);
-            // A fresh socket's send buffer takes a few dozen bytes at once.
-            let _ = stream.write(&line[..len]);
-            // Dropped here: closed.
-        }
-    }
-
-    /// HAProxy's agent protocol: `drain` from the first shutdown signal on; before that
-    /// `up ready`, the free slots as a percentage of all slots (at least 1%: HAProxy answers
-    /// 503 itself when every agent says 0%), and the slots as the server's `maxconn`.
-    fn agent_line(&self, line: &mut [u8; AGENT_LINE_BYTES_MAX]) -> usize {
-        if !self.is_ready() {
-            line[..6].copy_from_slice(b"drain\n");
-            return 6;
-        }
-        let slots = self.slots.table().len();
-        let free = self.slots.table().pool().free_count().min(slots);
-        let percent = (free * 100 / slots.max(1)).max(1);
-        let mut cursor = io::Cursor::new(&mut line[..]);
-        // Integers format without allocating; 64 bytes hold the longest line.
-        let _ = writeln!(cursor, "up ready {percent}% maxconn:{slots}");
-        cursor.position() as usize
-    }
 }
 
 /// What an admin request is answered with.
@@ -443,7 +398,7 @@ fn put_answer_head(
     sink.put(b"\r\n")
 }
 
-fn is_out_of_fds(error: &io::Error) -> bool {
+pub(super) fn is_out_of_fds(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 

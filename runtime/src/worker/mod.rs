@@ -16,6 +16,7 @@
 
 mod admin;
 mod admission;
+mod agent;
 mod bodies;
 mod buffers;
 mod conn;
