@@ -9,10 +9,13 @@
 //! response no longer needs its memory.
 //!
 //! This file owns the event loop and its dispatch; each other file owns one concern:
-//! `admission` (accepting, closing, draining), `conn` (a connection's entry and buffers),
-//! `read` (heads and bodies), `slots` (the coroutine lifecycle and freeing slots), `respond`
-//! (errors, responses, what follows a response) and `deadlines` (the sweep). Nothing here
-//! imports the top-level server; `http/` knows nothing of this module.
+//! `admission` (accepting, closing, draining), `conn` (a connection's entry), `buffers`
+//! (lending I/O buffer pairs), `read` (heads and bodies), `bodies` (bodies that hold a slot:
+//! their share and rate), `slots` (the coroutine lifecycle and freeing slots), `respond`
+//! (errors, responses, what follows a response), `deadlines` (the sweep), `probes` (liveness
+//! and readiness), `admin` and `agent` (worker 0's admin and agent-check listeners), `observe`
+//! (metrics), `taint` (the last rung of the ladder) and `settings`. Nothing here imports the
+//! top-level server; `http/` knows nothing of this module.
 
 mod admin;
 mod admission;
