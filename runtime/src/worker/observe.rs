@@ -13,6 +13,9 @@ impl Worker {
     /// with the time since the request's bytes were first parsed.
     pub(super) fn count_response(&mut self, index: usize, status: u16) {
         let now = Instant::now();
+        // The loop's clock moves on too: a request parsed after this answer in the same turn
+        // (pipelined) starts its duration and deadlines from here, with no clock read of its own.
+        self.now = now;
         // Taken: the next request's first parse sets it again.
         let started = self.conns[index].request_started.take().unwrap_or(now);
         let elapsed = now.saturating_duration_since(started);

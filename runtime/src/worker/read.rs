@@ -89,7 +89,10 @@ impl Worker {
     /// Parses the buffered head; on success claims a slot and moves on to the body.
     pub(super) fn parse_head(&mut self, index: usize) -> bool {
         // The request's bytes are parsed now (or were, by an earlier call): its duration starts.
-        self.conns[index].request_started.get_or_insert_with(std::time::Instant::now);
+        // The loop's clock: read at the start of the turn, and again after each answer
+        // (`count_response`), so it is not older than the previous request's answer.
+        let now = self.now;
+        self.conns[index].request_started.get_or_insert(now);
         let mut storage =
             [std::mem::MaybeUninit::uninit(); cella_shared::limits::HEADERS_COUNT_MAX];
         let headers = &mut storage[..self.settings.headers_count_max];
