@@ -6,7 +6,6 @@
 //! the process is still running. Scenarios that need two requests on one worker find two
 //! connections the kernel gave to the same worker (`/thread` names the worker's thread).
 
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use cella_tests::{Client, ServerProcess, SMALL};
@@ -47,23 +46,6 @@ fn assert_every_worker_answers(server: &mut ServerProcess) {
     assert!(server.is_running(), "{}", server.stderr());
 }
 
-/// Closes `client`'s connection with a reset (SO_LINGER 0), as a client that goes away does.
-fn reset(client: Client) {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: setsockopt(2) on an open socket with a valid, correctly sized option value.
-    let result = unsafe {
-        libc::setsockopt(
-            client.stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(result, 0);
-    drop(client);
-}
-
 #[test]
 fn a_destructor_that_waits_during_a_deadline_cancel_returns_at_once_and_the_worker_keeps_serving() {
     let mut server = testapp(&["--set", "handler_timeout_ms=300"]);
@@ -83,7 +65,7 @@ fn a_destructor_that_waits_when_its_client_resets_does_not_abort_the_process() {
         // Not synchronisation: varied head starts so the reset lands before, at and after the
         // handler's first suspension.
         std::thread::sleep(Duration::from_millis(10 * attempt));
-        reset(client);
+        client.reset();
     }
     assert_every_worker_answers(&mut server);
 }

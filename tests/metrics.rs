@@ -11,7 +11,6 @@
 //! loopback sockets, with one worker and four slots unless it says otherwise.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -54,23 +53,6 @@ fn cancelled(scraped: &Scrape, kind: &str) -> f64 {
     scraped
         .value("cella_cancellations_total", &[("kind", kind)])
         .unwrap_or_else(|| panic!("no cella_cancellations_total{{kind=\"{kind}\"}}"))
-}
-
-/// Closes `client`'s connection with a reset (SO_LINGER 0), as a client that goes away does.
-fn reset(client: Client) {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: setsockopt(2) on an open socket with a valid, correctly sized option value.
-    let result = unsafe {
-        libc::setsockopt(
-            client.stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(result, 0);
-    drop(client);
 }
 
 #[test]
@@ -206,7 +188,7 @@ fn each_cancellation_is_counted_under_its_kind() {
     scrape_until(admin, "the sleeping request holding a slot", |s| {
         s.get("cella_slots_busy") == 1.0
     });
-    reset(leaving);
+    leaving.reset();
     let gone = scrape_until(admin, "client_gone", |s| cancelled(s, "client_gone") == 1.0);
     assert_eq!(gone.get("cella_slots_busy"), 0.0, "its slot was released");
     assert_eq!(cancelled(&gone, "timeout"), 1.0, "not a deadline");

@@ -305,6 +305,23 @@ impl Client {
         Response { status, headers, body }
     }
 
+    /// Closes the connection with a reset (SO_LINGER 0), as a client that goes away abruptly.
+    pub fn reset(self) {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: setsockopt(2) on an open socket with a valid, correctly sized option value.
+        let result = unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(result, 0);
+    }
+
     /// Whether the server closed the connection (reads EOF, or a reset) within the timeout.
     pub fn is_closed_by_server(&mut self) -> bool {
         self.buffer.clear();

@@ -75,7 +75,8 @@ impl BodyRule {
     }
 }
 
-fn put_decimal(sink: &mut impl Sink, mut value: usize) -> Result<(), Full> {
+/// Writes `value` in decimal, without allocating.
+pub fn put_decimal(sink: &mut impl Sink, mut value: u64) -> Result<(), Full> {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
@@ -110,7 +111,7 @@ pub fn put_frame(sink: &mut impl Sink, frame: HeadFrame<'_>) -> Result<(), Full>
             .and_then(|status| status.canonical_reason())
             .unwrap_or("Unknown");
         sink.put(b"HTTP/1.1 ")?;
-        put_decimal(sink, usize::from(frame.status))?;
+        put_decimal(sink, u64::from(frame.status))?;
         sink.put(b" ")?;
         sink.put(reason.as_bytes())?;
         sink.put(b"\r\n")?;
@@ -119,7 +120,7 @@ pub fn put_frame(sink: &mut impl Sink, frame: HeadFrame<'_>) -> Result<(), Full>
     sink.put(frame.date.bytes())?;
     if BodyRule::of(frame.status, false).content_length {
         sink.put(b"\r\ncontent-length: ")?;
-        put_decimal(sink, frame.content_length)?;
+        put_decimal(sink, frame.content_length as u64)?;
     }
     sink.put(match frame.persistence {
         Persistence::Close => b"\r\nconnection: close\r\n",
@@ -181,7 +182,7 @@ pub fn put_error(
     sink.put(b"content-type: text/plain; charset=utf-8\r\n")?;
     if let Some(seconds) = retry_after_s {
         sink.put(b"retry-after: ")?;
-        put_decimal(sink, seconds as usize)?;
+        put_decimal(sink, seconds)?;
         sink.put(b"\r\n")?;
     }
     sink.put(b"\r\n")?;

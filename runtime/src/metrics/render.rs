@@ -222,18 +222,8 @@ impl<S: Sink> Out<'_, S> {
         self.put(b"\n")
     }
 
-    fn decimal(&mut self, mut value: u64) -> Result<(), Full> {
-        let mut digits = [0u8; 20];
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (value % 10) as u8;
-            value /= 10;
-            if value == 0 {
-                break;
-            }
-        }
-        self.put(&digits[start..])
+    fn decimal(&mut self, value: u64) -> Result<(), Full> {
+        crate::http::encode::put_decimal(self.sink, value)
     }
 
     /// `micros` as seconds: `2500` is `0.0025`, `1000000` is `1`.
