@@ -160,10 +160,10 @@ impl Conn {
             idle_order: 0,
             peer_closed: false,
             waiting_io: false,
+            head_started: Instant::now(),
             body_before_slot: false,
             body_slot: None,
             body: BodyState::None,
-            head_started: Instant::now(),
             request: RequestMeta::UNKNOWN,
             request_started: None,
         }
