@@ -2,7 +2,8 @@
 # Runs every test, on a fresh machine too: installs what the tests need when it is missing
 # (apt-get as root), builds, runs the workspace tests in debug, the black-box suite again with
 # every slot quarantined between requests, the memory-contract tests against release builds,
-# and the external no-allocation check (LD_PRELOAD malloc counter and strace).
+# the external no-allocation check (LD_PRELOAD malloc counter and strace), and the fuzz targets
+# (seeds and regressions replayed, then each target for FUZZ_SECONDS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
