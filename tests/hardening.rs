@@ -8,7 +8,7 @@
 use std::io::Read;
 use std::time::Instant;
 
-use cella_tests::{exchange, get, Client, ServerProcess, STEP_TIMEOUT};
+use cella_tests::{exchange, get, get_when_a_slot_is_free, Client, ServerProcess, STEP_TIMEOUT};
 
 /// The test app (demo app plus `/status/{code}` and `/header/{name}`), small slots.
 fn testapp(extra: &[&str]) -> ServerProcess {
@@ -103,7 +103,8 @@ fn head_requests_get_no_body_even_for_errors_and_the_connection_stays_in_sync() 
 /// slot is taken (a probe gets 503).
 fn occupy_the_only_slot(server: &ServerProcess, ms: u32) -> std::thread::JoinHandle<u16> {
     let addr = server.addr();
-    let sleeper = std::thread::spawn(move || get(addr, &format!("/sleep/{ms}")).status);
+    let sleeper =
+        std::thread::spawn(move || get_when_a_slot_is_free(addr, &format!("/sleep/{ms}")).status);
     let deadline = Instant::now() + STEP_TIMEOUT;
     while get(addr, "/").status != 503 {
         assert!(Instant::now() < deadline, "the slot never became busy");

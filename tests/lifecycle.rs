@@ -10,7 +10,9 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cella_tests::{binary, get, Client, ServerProcess, SMALL, STEP_TIMEOUT};
+use cella_tests::{
+    binary, get, get_when_a_slot_is_free, Client, ServerProcess, SMALL, STEP_TIMEOUT,
+};
 
 #[test]
 fn a_client_trickling_its_head_is_cut_off_by_the_total_deadline() {
@@ -59,8 +61,9 @@ fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
 fn when_every_slot_is_busy_new_requests_get_503_at_once_then_recover() {
     let server = ServerProcess::start(&["--slots", "2"]);
     let addr = server.addr();
-    let sleepers: Vec<_> =
-        (0..2).map(|_| thread::spawn(move || get(addr, "/sleep/600").status)).collect();
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| thread::spawn(move || get_when_a_slot_is_free(addr, "/sleep/600").status))
+        .collect();
     // Wait (bounded) until both slots are taken: a request then gets 503.
     let deadline = Instant::now() + STEP_TIMEOUT;
     let busy = loop {
@@ -345,8 +348,9 @@ fn slots_belong_to_the_instance_so_any_worker_can_use_every_slot() {
         assert!(started.elapsed() < Duration::from_millis(1500), "ran concurrently");
     }
     // A fifth concurrent request finds every slot busy: 503 at once.
-    let sleepers: Vec<_> =
-        (0..4).map(|_| thread::spawn(move || get(addr, "/sleep/800").status)).collect();
+    let sleepers: Vec<_> = (0..4)
+        .map(|_| thread::spawn(move || get_when_a_slot_is_free(addr, "/sleep/800").status))
+        .collect();
     let deadline = Instant::now() + STEP_TIMEOUT;
     while get(addr, "/").status != 503 {
         assert!(Instant::now() < deadline, "never saw every slot busy");

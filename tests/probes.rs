@@ -9,7 +9,7 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use cella_tests::{get, Client, ServerProcess, STEP_TIMEOUT};
+use cella_tests::{get, get_when_a_slot_is_free, Client, ServerProcess, STEP_TIMEOUT};
 
 #[test]
 fn liveness_and_readiness_answer_200_by_default() {
@@ -31,7 +31,7 @@ fn liveness_and_readiness_answer_200_by_default() {
 fn probes_stay_200_while_every_slot_is_busy() {
     let server = ServerProcess::start(&["--slots", "1"]);
     let addr = server.addr();
-    let sleeper = std::thread::spawn(move || get(addr, "/sleep/2000").status);
+    let sleeper = std::thread::spawn(move || get_when_a_slot_is_free(addr, "/sleep/2000").status);
     let deadline = Instant::now() + STEP_TIMEOUT;
     while get(addr, "/").status != 503 {
         assert!(Instant::now() < deadline, "the only slot never became busy");

@@ -340,6 +340,19 @@ pub fn get(addr: SocketAddr, path: &str) -> Response {
     Client::connect(addr).get(path)
 }
 
+/// `GET path` on a fresh connection, again while the answer is the busy 503: for a request
+/// meant to hold a slot while the test probes for a full server (a probe holds a slot for a
+/// moment, and the request may arrive just then).
+pub fn get_when_a_slot_is_free(addr: SocketAddr, path: &str) -> Response {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let response = get(addr, path);
+        if response.status != 503 || Instant::now() >= deadline {
+            return response;
+        }
+    }
+}
+
 /// `raw` sent on a fresh connection; the first response.
 pub fn exchange(addr: SocketAddr, raw: &[u8]) -> (Response, Client) {
     let mut client = Client::connect(addr);
