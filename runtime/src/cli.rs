@@ -193,6 +193,7 @@ fn check_config(config: &Config) -> ExitCode {
         crate::fds_needed(config, &plan),
         crate::server::FDS_SPARE
     );
+    crate::deploy::print(config, &plan);
     ExitCode::SUCCESS
 }
 

@@ -26,6 +26,7 @@
 mod cancel;
 pub mod cli;
 pub mod demo;
+mod deploy;
 pub mod ffi;
 mod handler;
 pub mod http;
