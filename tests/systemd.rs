@@ -12,11 +12,11 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use cella_tests::fds::pass_descriptors;
 use cella_tests::{binary, get, ServerProcess, SMALL, STEP_TIMEOUT};
 
 /// A unique name for this test process's sockets.
@@ -57,37 +57,6 @@ fn activated_command(sockets: &[RawFd], extra: &[&str]) -> Command {
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     pass_descriptors(&mut command, sockets);
     command
-}
-
-/// Makes `sockets` the child's descriptors 3, 4, ... (inherited across exec).
-fn pass_descriptors(command: &mut Command, sockets: &[RawFd]) {
-    const PASSED_MAX: usize = 4;
-    assert!(sockets.len() <= PASSED_MAX);
-    let mut passed = [-1; PASSED_MAX];
-    passed[..sockets.len()].copy_from_slice(sockets);
-    let count = sockets.len();
-    // SAFETY: the closure runs in the child between fork and exec; it allocates nothing and
-    // calls only fcntl(2) and dup2(2), which are async-signal-safe (signal-safety(7)).
-    unsafe {
-        command.pre_exec(move || {
-            // First out of the way of 3.., so that no dup2 overwrites a source still needed
-            // (close-on-exec, so that only the copies at 3.. reach the server).
-            let mut high = [-1; PASSED_MAX];
-            for index in 0..count {
-                high[index] = libc::fcntl(passed[index], libc::F_DUPFD_CLOEXEC, 100);
-                if high[index] == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for (index, &fd) in high[..count].iter().enumerate() {
-                // dup2 clears FD_CLOEXEC on the new descriptor.
-                if libc::dup2(fd, 3 + index as i32) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
 }
 
 /// Runs a command that is expected to exit on its own; its status and stderr.

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod fds;
+
 /// How long any single step of a test may wait before the test fails.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
