@@ -526,14 +526,17 @@ macro_rules! export_c_allocator {
             }
             #[no_mangle]
             pub unsafe extern "C" fn free(block: *mut c_void) {
+                // SAFETY: the caller keeps the C contract of this allocator function, which `cmalloc` keeps unchanged.
                 unsafe { cmalloc::free(block) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
+                // SAFETY: the caller keeps the C contract of this allocator function, which `cmalloc` keeps unchanged.
                 unsafe { cmalloc::calloc(count, size) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn realloc(block: *mut c_void, size: usize) -> *mut c_void {
+                // SAFETY: the caller keeps the C contract of this allocator function, which `cmalloc` keeps unchanged.
                 unsafe { cmalloc::realloc(block, size) }
             }
             #[no_mangle]
@@ -542,14 +545,17 @@ macro_rules! export_c_allocator {
                 count: usize,
                 size: usize,
             ) -> *mut c_void {
+                // SAFETY: the caller keeps the C contract of this allocator function, which `cmalloc` keeps unchanged.
                 unsafe { cmalloc::reallocarray(block, count, size) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+                // SAFETY: the caller keeps the C contract of this allocator function, which `cmalloc` keeps unchanged.
                 unsafe { cmalloc::memalign(align, size) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+                // SAFETY: the caller keeps the C contract of this allocator function, which `cmalloc` keeps unchanged.
                 unsafe { cmalloc::memalign(align, size) }
             }
             #[no_mangle]
@@ -558,18 +564,22 @@ macro_rules! export_c_allocator {
                 align: usize,
                 size: usize,
             ) -> i32 {
+                // SAFETY: the caller keeps the C contract of this allocator function, which `cmalloc` keeps unchanged.
                 unsafe { cmalloc::posix_memalign(out, align, size) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
+                // SAFETY: the caller keeps the C contract of this allocator function, which `cmalloc` keeps unchanged.
                 unsafe { cmalloc::valloc(size) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
+                // SAFETY: the caller keeps the C contract of this allocator function, which `cmalloc` keeps unchanged.
                 unsafe { cmalloc::pvalloc(size) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn malloc_usable_size(block: *mut c_void) -> usize {
+                // SAFETY: the caller keeps the C contract of this allocator function, which `cmalloc` keeps unchanged.
                 unsafe { cmalloc::malloc_usable_size(block) }
             }
         }
@@ -653,10 +663,13 @@ mod tests {
         assert_eq!(errno(), libc::ENOMEM);
         let calls = in_handler(|_| {
             set_errno(0);
+            // SAFETY: a test of the exported allocator: valid arguments, or the overflow the test is about; blocks used only while live.
             assert!(unsafe { pvalloc(usize::MAX - 100) }.is_null(), "inside a handler");
             assert_eq!(errno(), libc::ENOMEM);
             let page = crate::page_size();
+            // SAFETY: a test of the exported allocator: valid arguments, or the overflow the test is about; blocks used only while live.
             let block = unsafe { pvalloc(1) };
+            // SAFETY: a test of the exported allocator: valid arguments, or the overflow the test is about; blocks used only while live.
             assert_eq!((block as usize % page, unsafe { malloc_usable_size(block) }), (0, page));
         });
         assert_eq!(calls, 0);
@@ -673,8 +686,10 @@ mod tests {
             let block = unsafe { malloc(8) }.cast::<u8>();
             unsafe { block.write(42) };
             set_errno(0);
+            // SAFETY: a test of the exported allocator: valid arguments, or the overflow the test is about; blocks used only while live.
             assert!(unsafe { reallocarray(block.cast(), 1 << 33, 1 << 31) }.is_null());
             assert_eq!(errno(), libc::ENOMEM);
+            // SAFETY: a test of the exported allocator: valid arguments, or the overflow the test is about; blocks used only while live.
             assert_eq!(unsafe { block.read() }, 42, "the block is left as it was");
         });
         assert_eq!(calls, 0);
@@ -693,7 +708,9 @@ mod tests {
                 ("malloc(PTRDIFF_MAX)", unsafe { malloc(isize::MAX as usize) }),
                 ("memalign", unsafe { memalign(4096, usize::MAX - 100) }),
                 ("memalign with a 2^63 alignment", unsafe { memalign(1 << 63, 1) }),
+                // SAFETY: a test of the exported allocator: valid arguments, or the overflow the test is about; blocks used only while live.
                 ("valloc", unsafe { valloc(usize::MAX) }),
+                // SAFETY: a test of the exported allocator: valid arguments, or the overflow the test is about; blocks used only while live.
                 ("pvalloc", unsafe { pvalloc(usize::MAX - 4096) }),
             ] {
                 assert!(block.is_null(), "{what}");
@@ -701,15 +718,22 @@ mod tests {
             }
             set_errno(libc::EINTR);
             let mut out = ptr::null_mut();
+            // SAFETY: a test of the exported allocator: valid arguments, or the overflow the test is about; blocks used only while live.
             assert_eq!(unsafe { posix_memalign(&mut out, 64, usize::MAX - 10) }, libc::ENOMEM);
             assert_eq!((out, errno()), (ptr::null_mut(), libc::EINTR), "errno is left alone");
+            // SAFETY: a test of the exported allocator: valid arguments, or the overflow the test is about; blocks used only while live.
             assert!(unsafe { memalign(48, 16) }.is_null(), "not a power of two");
             assert_eq!(errno(), libc::EINVAL);
             assert_eq!(arena.used_bytes(), used, "nothing was taken from the arena");
+            // SAFETY: a test of the exported allocator: valid arguments, or the overflow the test is about; blocks used only while live.
             let block = unsafe { malloc(16) }.cast::<u8>();
+            // SAFETY: a test of the exported allocator: valid arguments, or the overflow the test is about; blocks used only while live.
             unsafe { block.write(7) };
+            // SAFETY: a test of the exported allocator: valid arguments, or the overflow the test is about; blocks used only while live.
             assert!(unsafe { realloc(block.cast(), usize::MAX) }.is_null());
+            // SAFETY: a test of the exported allocator: valid arguments, or the overflow the test is about; blocks used only while live.
             assert!(unsafe { realloc(block.cast(), isize::MAX as usize - 8) }.is_null());
+            // SAFETY: a test of the exported allocator: valid arguments, or the overflow the test is about; blocks used only while live.
             assert_eq!(unsafe { (block.read(), malloc_usable_size(block.cast())) }, (7, 16));
         });
         assert_eq!(calls, 0);
@@ -726,9 +750,11 @@ mod tests {
         let calls = in_handler(|arena| {
             moved = unsafe { realloc(block.cast(), 4096) }.cast();
             assert!(arena.contains(moved), "the new block is the request's");
+            // SAFETY: a test of the exported allocator: valid arguments, or the overflow the test is about; blocks used only while live.
             let copied = unsafe { std::slice::from_raw_parts(moved, 100) };
             assert!(copied.iter().all(|&b| b == 0x5a), "the contents moved with it");
             assert!(is_deferred(block.cast()), "the old block waits for its free");
+            // SAFETY: a test of the exported allocator: valid arguments, or the overflow the test is about; blocks used only while live.
             assert_eq!(unsafe { malloc_usable_size(moved.cast()) }, 4096);
         });
         assert_eq!(calls, 0, "no system allocator call while the handler ran");

@@ -403,6 +403,7 @@ macro_rules! export_fd_hooks {
             }
             #[no_mangle]
             pub unsafe extern "C" fn open64(p: *const c_char, f: c_int, m: c_uint) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::open(p, f, m) }
             }
             #[no_mangle]
@@ -412,6 +413,7 @@ macro_rules! export_fd_hooks {
                 f: c_int,
                 m: c_uint,
             ) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::openat(d, p, f, m) }
             }
             #[no_mangle]
@@ -421,18 +423,22 @@ macro_rules! export_fd_hooks {
                 f: c_int,
                 m: c_uint,
             ) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::openat(d, p, f, m) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn creat(p: *const c_char, m: c_uint) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::creat(p, m) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn creat64(p: *const c_char, m: c_uint) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::creat(p, m) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn socket(d: c_int, k: c_int, p: c_int) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::socket(d, k, p) }
             }
             #[no_mangle]
@@ -442,6 +448,7 @@ macro_rules! export_fd_hooks {
                 p: c_int,
                 s: *mut c_int,
             ) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::socketpair(d, k, p, s) }
             }
             #[no_mangle]
@@ -450,6 +457,7 @@ macro_rules! export_fd_hooks {
                 a: *mut $crate::fds::sockaddr,
                 l: *mut $crate::fds::socklen_t,
             ) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::accept4(s, a, l, 0) }
             }
             #[no_mangle]
@@ -459,50 +467,62 @@ macro_rules! export_fd_hooks {
                 l: *mut $crate::fds::socklen_t,
                 f: c_int,
             ) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::accept4(s, a, l, f) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn pipe(fds: *mut c_int) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::pipe2(fds, 0) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn pipe2(fds: *mut c_int, f: c_int) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::pipe2(fds, f) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::dup(fd) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn dup2(o: c_int, n: c_int) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::dup2(o, n) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn dup3(o: c_int, n: c_int, f: c_int) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::dup3(o, n, f) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn fcntl(fd: c_int, c: c_int, a: c_ulong) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::fcntl(fd, c, a) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn fcntl64(fd: c_int, c: c_int, a: c_ulong) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::fcntl(fd, c, a) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn eventfd(i: c_uint, f: c_int) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::eventfd(i, f) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn epoll_create(s: c_int) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::epoll_create(s) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn epoll_create1(f: c_int) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::epoll_create1(f) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn timerfd_create(c: c_int, f: c_int) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::timerfd_create(c, f) }
             }
             #[no_mangle]
@@ -511,22 +531,27 @@ macro_rules! export_fd_hooks {
                 m: *const $crate::fds::sigset_t,
                 f: c_int,
             ) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::signalfd(fd, m, f) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn memfd_create(n: *const c_char, f: c_uint) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::memfd_create(n, f) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn inotify_init() -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::inotify_init1(0) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn inotify_init1(f: c_int) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::inotify_init1(f) }
             }
             #[no_mangle]
             pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+                // SAFETY: the caller keeps the C contract of this libc function, which `hooks` keeps unchanged.
                 unsafe { hooks::close(fd) }
             }
         }
