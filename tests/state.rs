@@ -63,6 +63,13 @@ fn put_then_get_returns_the_value_across_many_requests_and_delete_removes_it() {
     assert_eq!(stat(&mut client, "keys"), 100);
     drop(client);
     assert_eq!(server.terminate_and_count_system_allocations(), 0);
+    // One log line per request of the store (cella::log), each whole.
+    let stderr = server.stderr();
+    let logged: Vec<&str> = stderr.lines().filter(|line| line.starts_with("INFO kv: ")).collect();
+    assert_eq!(logged.len(), 3 * 200 * 2 + 100 + 200, "{stderr}");
+    assert!(
+        logged.contains(&"INFO kv: PUT /kv/k7 204") && logged.contains(&"INFO kv: GET /kv/k8 404")
+    );
 }
 
 /// `clients` threads, each writing its own keys and reading them back, every fourth request of

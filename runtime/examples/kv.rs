@@ -17,6 +17,9 @@
 //! lock (`cella::in_arena`): past the arena the request is cancelled hard (500), the runtime
 //! releases the lock and poisons it, and the next request recovers the store (the pad never
 //! touches the map, so the store is consistent: it clears the poison).
+//!
+//! Each request of the store's routes writes one line to stderr with the `log` macros
+//! (`cella::log`, installed by `cella::main!`: no allocation, one write per line).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,6 +99,12 @@ fn stats<'a>(store: &Store) -> Response<'a> {
     ))
 }
 
+/// One log line per request, after its answer is known.
+fn logged<'a>(request: &Request<'a>, response: Response<'a>) -> Response<'a> {
+    log::info!("{} {} {}", request.method(), request.path(), response.status().as_u16());
+    response
+}
+
 fn app() -> Router {
     // Built before the server starts: the map's first table comes from the system heap, and
     // its later growth and frees never call the system allocator (they happen under the lock).
@@ -107,21 +116,21 @@ fn app() -> Router {
             "/kv/{key}",
             handler_fn(move |request| {
                 REQUESTS.fetch_add(1, Ordering::Relaxed);
-                get(&s1, request)
+                logged(request, get(&s1, request))
             }),
         )
         .put(
             "/kv/{key}",
             handler_fn(move |request| {
                 REQUESTS.fetch_add(1, Ordering::Relaxed);
-                put(&s2, request)
+                logged(request, put(&s2, request))
             }),
         )
         .delete(
             "/kv/{key}",
             handler_fn(move |request| {
                 REQUESTS.fetch_add(1, Ordering::Relaxed);
-                delete(&s3, request)
+                logged(request, delete(&s3, request))
             }),
         )
         .get(

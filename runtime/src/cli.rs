@@ -152,6 +152,13 @@ pub fn main_with<H: Handler>(
     if name == "check-config" {
         return check_config(&config);
     }
+    if config.validate(cella_arena::page_size() as u64).is_ok() {
+        // So that the program's startup (`make_handler`, a plugin's load) can log too.
+        crate::log::install(
+            crate::log::level_of(&config.log_level),
+            config.log_line_size_max.0 as usize,
+        );
+    }
     let Some(path) = sub.get_one::<String>("handler") else {
         return serve(config, Chosen(Box::new(make_handler())));
     };

@@ -152,6 +152,11 @@ impl Server {
         let page_size = cella_arena::page_size() as u64;
         let plan = self.config.validate(page_size).map_err(StartError::Config)?;
         check_open_file_limit(&self.config, &plan)?;
+        // Before the workers start: each gives itself a line buffer of this size before it seals.
+        crate::log::install(
+            crate::log::level_of(&self.config.log_level),
+            self.config.log_line_size_max.0 as usize,
+        );
         crate::panic_hook::install();
         crate::sys::install_fault_handler()
             .map_err(|source| StartError::Io { step: "install the fault handler", source })?;

@@ -45,3 +45,10 @@ pub const HEADERS_COUNT_MAX: usize = 1024;
 /// Signal stack of each worker (one per worker, carved from the region): the SIGSEGV handler
 /// that turns a slot's stack overflow into a 500 runs here, because the faulting stack is full.
 pub const SIGNAL_STACK_SIZE: u64 = 64 << 10;
+
+/// Shortest `log_line_size_max`: a level, a target and some message.
+pub const LOG_LINE_SIZE_MIN: u64 = 256;
+
+/// Longest `log_line_size_max`: a line is written with one write(2), and each thread that logs
+/// holds one buffer of this size.
+pub const LOG_LINE_SIZE_MAX: u64 = 64 << 10;

@@ -84,6 +84,12 @@ pub fn write_stderr(message: &[u8]) {
     unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
 }
 
+/// One write(2) of `bytes` to `fd`: how many bytes it took.
+pub fn write_fd(fd: libc::c_int, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: write(2) reads `bytes.len()` bytes of a valid slice; `fd` is the caller's.
+    syscall!(libc::write(fd, bytes.as_ptr().cast(), bytes.len())).map(|n| n as usize)
+}
+
 extern "C" fn on_fault(
     signal: libc::c_int,
     info: *mut libc::siginfo_t,

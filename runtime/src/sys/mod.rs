@@ -8,6 +8,8 @@
 //! - `set_signal_stack(span)`: makes `span` this thread's alternate signal stack;
 //!   `swap_signal_stack(span)` does too and returns the previous one, which
 //!   `restore_signal_stack(previous)` puts back.
+//! - `write_stderr(bytes)` (one write(2), result ignored) and `write_fd(fd, bytes)` (one
+//!   write(2), its result).
 //! - `block_shutdown_signals()` / `wait_shutdown_signal(timeout)`: SIGTERM and SIGINT are
 //!   blocked in every thread and taken synchronously by the thread that waits for them.
 //! - `open_fd_count()`: descriptors open in this process, without allocating (for tests and

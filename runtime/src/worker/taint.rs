@@ -60,6 +60,9 @@ fn taint_cause() -> Option<&'static str> {
 impl Worker {
     /// Checks the worker after the task on `slot_index` ended hard; escalates if it is tainted.
     pub(super) fn check_after_hard_cancel(&mut self, slot_index: usize) {
+        // A log call cut short on the abandoned stack gives the worker's line buffer back.
+        let stack = &self.slots[slot_index].memory.stack;
+        crate::log::release_abandoned(stack.ptr.as_ptr() as usize, stack.end());
         if let Some(cause) = taint_cause() {
             self.escalate(cause, slot_index);
         }

@@ -301,6 +301,13 @@ config_keys! {
     /// while a `cella::sync` lock is held). Running out is an allocation failure of the request
     /// that asked: 500. At least 64KiB.
     state_heap_size: Size = "16MiB";
+    /// Level of the lines `cella::log` writes (the `log` facade's macros, in handlers too):
+    /// `off`, `error`, `warn`, `info`, `debug` or `trace`. Lines below it cost one comparison.
+    log_level: String = "info";
+    /// Longest line `cella::log` writes, newline included; a longer one is cut and ends with
+    /// ` …[truncated]`. Each worker (and each other thread that logs) holds one buffer of this
+    /// size, allocated before it serves. Between 256B and 64KiB.
+    log_line_size_max: Size = "4KiB";
     /// Outbound sockets one slot may hold at once.
     slot_sockets_max: usize = "4";
     /// Test mode: honour the `x-cella-fail-alloc: K` request header, which fails the K-th
@@ -423,6 +430,23 @@ impl Config {
             return fail(format!(
                 "state_heap_size must be at least {}",
                 format_size(limits::STATE_HEAP_SIZE_MIN)
+            ));
+        }
+        if !(limits::LOG_LINE_SIZE_MIN..=limits::LOG_LINE_SIZE_MAX)
+            .contains(&self.log_line_size_max.0)
+        {
+            return fail(format!(
+                "log_line_size_max must be between {} and {}",
+                format_size(limits::LOG_LINE_SIZE_MIN),
+                format_size(limits::LOG_LINE_SIZE_MAX)
+            ));
+        }
+        if !["off", "error", "warn", "info", "debug", "trace"]
+            .contains(&self.log_level.trim().to_ascii_lowercase().as_str())
+        {
+            return fail(format!(
+                "log_level = `{}` is not one of off, error, warn, info, debug, trace",
+                self.log_level
             ));
         }
         if self.slot_arena_size.0 < limits::SLOT_ARENA_SIZE_MIN {

@@ -178,6 +178,31 @@ fn a_state_heap_below_its_minimum_is_refused_and_the_minimum_is_accepted() {
 }
 
 #[test]
+fn log_line_size_max_allows_its_bounds_and_refuses_past_them() {
+    let mut config = Config::default();
+    for allowed in [limits::LOG_LINE_SIZE_MIN, limits::LOG_LINE_SIZE_MAX] {
+        config.log_line_size_max = Size(allowed);
+        config.validate(4096).expect("a bound is valid");
+    }
+    for refused in [limits::LOG_LINE_SIZE_MIN - 1, limits::LOG_LINE_SIZE_MAX + 1] {
+        config.log_line_size_max = Size(refused);
+        let error = config.validate(4096).unwrap_err();
+        assert!(error.to_string().contains("log_line_size_max must be between 256B and 64KiB"));
+    }
+}
+
+#[test]
+fn log_level_takes_the_log_crate_levels_only() {
+    let mut config = Config::default();
+    for level in ["off", "error", "warn", "info", "debug", "trace", "WARN"] {
+        config.log_level = level.to_string();
+        config.validate(4096).expect("a level is valid");
+    }
+    config.log_level = "verbose".to_string();
+    assert!(config.validate(4096).unwrap_err().to_string().contains("log_level = `verbose`"));
+}
+
+#[test]
 fn every_key_has_a_default_and_a_doc() {
     let config = Config::default();
     assert_eq!(Config::KEYS.len(), config.entries().len());
