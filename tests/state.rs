@@ -177,3 +177,78 @@ fn a_request_waiting_for_the_lock_is_suspended_so_its_worker_serves_the_holder_a
     drop((holder, observer, waiter));
     assert_eq!(server.terminate_and_count_system_allocations(), 0);
 }
+
+/// `cella::sync::RwLock` through the `userapp` example's `/rw/{key}` table: `?pad=` overruns
+/// the arena while holding a read or a write guard, `?hold_ms=` holds one while suspended.
+fn userapp(workers: &str) -> ServerProcess {
+    let mut args = vec!["serve"];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&["--workers", workers, "--slots", "8"]);
+    ServerProcess::start_binary("userapp", &args, &[])
+}
+
+#[test]
+fn rwlock_writes_survive_overruns_of_readers_and_writers_and_only_writers_poison() {
+    let mut server = userapp("2");
+    let addr = server.addr();
+    let (clients, keys) = (4, 30);
+    let threads: Vec<_> = (0..clients)
+        .map(|client_index| {
+            thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                let mut write_overruns = 0;
+                for key in (0..keys).map(|k| client_index * keys + k) {
+                    let path = format!("/rw/k{key}");
+                    if key % 3 == 0 {
+                        // A writer cancelled hard: the lock is released and poisoned.
+                        assert_eq!(
+                            client.request("PUT", &format!("{path}?pad=1024"), b"x").status,
+                            500
+                        );
+                        write_overruns += 1;
+                    }
+                    assert_eq!(client.request("PUT", &path, &value(key, 1)).status, 204);
+                    // A reader cancelled hard: released, not poisoned.
+                    assert_eq!(client.get(&format!("{path}?pad=1024")).status, 500);
+                    assert_eq!(client.get(&path).body, value(key, 1), "key {key}");
+                }
+                write_overruns
+            })
+        })
+        .collect();
+    let write_overruns: u64 = threads.into_iter().map(|t| t.join().expect("a client")).sum();
+    let mut client = Client::connect(addr);
+    for key in 0..clients * keys {
+        assert_eq!(client.get(&format!("/rw/k{key}")).body, value(key, 1), "key {key}");
+    }
+    let state = client.get("/rw-state").text();
+    assert_eq!(state, format!("free {write_overruns}"), "each writer overrun poisoned it once");
+    drop(client);
+    assert_eq!(server.terminate_and_count_system_allocations(), 0);
+}
+
+#[test]
+fn rwlock_readers_share_and_a_waiting_writer_is_suspended_not_its_worker() {
+    let mut server = userapp("1");
+    let addr = server.addr();
+    let mut observer = Client::connect(addr);
+    assert_eq!(observer.request("PUT", "/rw/a", b"first").status, 204);
+    let mut reader = Client::connect(addr);
+    reader.send(b"GET /rw/a?hold_ms=400 HTTP/1.1\r\nhost: t\r\n\r\n");
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while observer.get("/rw-state").text() != "read 0" {
+        assert!(Instant::now() < deadline, "the reader never took the lock");
+    }
+    // Another reader shares the lock at once, while the first still holds it.
+    let started = Instant::now();
+    assert_eq!(observer.get("/rw/a").body, b"first");
+    assert!(started.elapsed().as_millis() < 300, "a second reader waited for the first");
+    let mut writer = Client::connect(addr);
+    writer.send(b"PUT /rw/a HTTP/1.1\r\nhost: t\r\ncontent-length: 6\r\n\r\nsecond");
+    assert_eq!(observer.get("/rw-state").text(), "read 0", "served while one reads, one waits");
+    assert_eq!(reader.response().body, b"first");
+    assert_eq!(writer.response().status, 204, "the writer got the lock once the reader left");
+    assert_eq!(observer.get("/rw/a").body, b"second");
+    drop((observer, reader, writer));
+    assert_eq!(server.terminate_and_count_system_allocations(), 0);
+}

@@ -4,10 +4,15 @@
 //! libc set up lazily never lands in an arena and that logging works in handlers.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::net::ToSocketAddrs;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, TryLockError};
+use std::time::Duration;
 
-use cella::{handler_fn, Response, Router};
+use cella::sync::RwLock;
+use cella::{handler_fn, Request, Response, Router, StatusCode};
 
 /// Formats `count` copies of `byte` without allocating.
 struct Repeated(char, usize);
@@ -58,9 +63,70 @@ fn number(request: &cella::Request<'_>, name: &str) -> usize {
     request.param(name).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+type Table = RwLock<HashMap<String, Vec<u8>>>;
+
+/// Times a writer found the table poisoned (a writer before it was cancelled) and recovered it.
+static RECOVERED_POISONS: AtomicU64 = AtomicU64::new(0);
+
+fn query_number(request: &Request<'_>, name: &str) -> usize {
+    request.query_param(name).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Holds the guard `hold_ms` (suspended), then allocates `pad` KiB of arena (past it: the
+/// request is cancelled hard with the guard held).
+fn hold_and_pad(request: &Request<'_>) {
+    cella::net::sleep(Duration::from_millis(query_number(request, "hold_ms") as u64));
+    let pad_kib = query_number(request, "pad");
+    if pad_kib > 0 {
+        cella::in_arena(|| std::hint::black_box(vec![1u8; pad_kib << 10]));
+    }
+}
+
+fn rw_get<'a>(table: &Table, request: &Request<'a>) -> Response<'a> {
+    // A reader cancelled hard never poisons, so a poison here is a writer's.
+    let map = table.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+    hold_and_pad(request);
+    match map.get(request.param("key").unwrap_or("")) {
+        Some(value) => Response::bytes(value.clone()),
+        None => Response::new(StatusCode::NOT_FOUND),
+    }
+}
+
+fn rw_put<'a>(table: &Table, request: &Request<'a>) -> Response<'a> {
+    let mut map = table.write().unwrap_or_else(|poisoned| {
+        RECOVERED_POISONS.fetch_add(1, Ordering::Relaxed);
+        table.clear_poison(); // Writers change the map in single calls: never half-updated.
+        poisoned.into_inner()
+    });
+    hold_and_pad(request);
+    // Made while the write guard is held: the key and value live in the state heap.
+    map.insert(request.param("key").unwrap_or("").to_owned(), request.body().to_vec());
+    Response::new(StatusCode::NO_CONTENT)
+}
+
+fn rw_routes(router: Router) -> Router {
+    let table: Arc<Table> = Arc::new(RwLock::new(HashMap::new()));
+    let (t1, t2, t3) = (table.clone(), table.clone(), table);
+    router
+        .get("/rw/{key}", handler_fn(move |request| rw_get(&t1, request)))
+        .put("/rw/{key}", handler_fn(move |request| rw_put(&t2, request)))
+        .get(
+            "/rw-state",
+            handler_fn(move |_| {
+                let state = match (t3.try_write(), t3.try_read()) {
+                    (Ok(_) | Err(TryLockError::Poisoned(_)), _) => "free",
+                    (_, Ok(_)) => "read",
+                    _ => "write",
+                };
+                let poisons = RECOVERED_POISONS.load(Ordering::Relaxed);
+                Response::text(format!("{state} {poisons}"))
+            }),
+        )
+}
+
 fn app() -> Router {
     log::info!("userapp: building the app (a log line at startup)");
-    Router::new()
+    rw_routes(Router::new())
         .get(
             "/log/{n}",
             handler_fn(|request| {

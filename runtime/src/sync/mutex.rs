@@ -1,30 +1,4 @@
-//! Locks for state shared between requests.
-//!
-//! [`Mutex`] is `std::sync::Mutex`'s shape (`lock` returns a [`LockResult`], poisoning, `into_inner`)
-//! with three differences that make it safe to use from handlers:
-//!
-//! - **Allocations go to the state heap while the guard is held**, so what the holder inserts
-//!   into the protected value survives the request (see [`crate::persist`]; [`crate::in_arena`]
-//!   sends scratch allocations back to the arena).
-//! - **Contention suspends the request, not the worker**: a handler that finds the lock taken
-//!   is suspended and tries again every [`LOCK_RETRY_INTERVAL`] (its worker serves other
-//!   requests meanwhile, including, on the same worker, the holder); its handler deadline
-//!   still applies (504). Outside handlers the thread sleeps as long and retries. A destructor
-//!   that takes a lock while its request unwinds cannot suspend: it retries at once, and aborts
-//!   the process after [`UNWINDING_WAIT_MAX`] (the holder is then on the same worker and could
-//!   never release it).
-//! - **A holder that ends without releasing is released and poisoned by the runtime.** A hard
-//!   cancellation (the arena or the state heap spent, a stack overflow) abandons the handler's
-//!   stack without running destructors; the lock is recorded in the slot's route
-//!   ([`cella_arena::Route::end_request`]) and released and poisoned when the slot is released,
-//!   so the next `lock` gets `Err(PoisonError)` (recover with
-//!   [`PoisonError::into_inner`](std::sync::PoisonError::into_inner)) and never deadlocks. A panic
-//!   or a clean cancellation (deadline) unwinds through the guard, which poisons as std does.
-//!
-//! What the abandoned holder had allocated in the state heap and not yet linked into the
-//! protected value is leaked (its destructors never run); the poison tells the next holder that
-//! the value may be half-updated. One request may hold at most [`HELD_LOCKS_MAX`] locks at once
-//! (more panics: 500).
+//! [`Mutex`]: one holder at a time (see the module documentation of `sync`).
 
 use std::cell::UnsafeCell;
 use std::fmt;
@@ -32,22 +6,11 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-pub use cella_arena::HELD_LOCKS_MAX;
-use cella_arena::{HeldLock, Placement};
+use cella_arena::Placement;
 
-/// How often a handler waiting for a lock tries again. It is suspended in between.
-pub const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(1);
-
-/// How long a destructor running while its request unwinds (it cannot suspend) waits for a
-/// lock before the process aborts: past it, the holder is a request on the same worker, which
-/// can never run again while this one waits.
-pub const UNWINDING_WAIT_MAX: Duration = Duration::from_secs(1);
-
-/// Tokens of acquisitions: each `lock` takes a new one, so a release meant for an earlier
-/// acquisition never releases a later one.
-static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+use super::{next_token, poison, register_held, unregister_held, wait_for_release};
 
 /// The part of a lock the runtime touches when it releases it for an abandoned holder: the
 /// same for every `T`.
@@ -64,8 +27,7 @@ impl RawLock {
 
     /// Takes the lock for a new token if it is free.
     fn try_acquire(&self) -> Option<u64> {
-        // Relaxed: a unique number; nothing is ordered by it.
-        let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+        let token = next_token();
         // Acquire: pairs with the Release in `release`, so the last holder's writes to the value
         // are visible to the new one.
         self.holder
@@ -99,22 +61,6 @@ impl RawLock {
     }
 }
 
-/// Waits a little for a lock to be released: suspends the request for [`LOCK_RETRY_INTERVAL`]
-/// inside a handler (`cella::net::sleep`, which unwinds the request if it is cancelled
-/// meanwhile), sleeps the thread as long outside one.
-fn wait_for_release(since: Instant) {
-    if std::thread::panicking() && since.elapsed() > UNWINDING_WAIT_MAX {
-        // A destructor takes the lock while its request unwinds: it cannot suspend, so it
-        // spins; the holder may run on another worker, but on this one it never will again.
-        crate::sys::write_stderr(
-            b"cella: fatal: a destructor waited for a cella::sync lock while its request \
-              unwound, and the holder never released it; aborting\n",
-        );
-        std::process::abort();
-    }
-    crate::net::sleep(LOCK_RETRY_INTERVAL);
-}
-
 /// The runtime's release of a lock whose holder ended without releasing it (see the module
 /// documentation).
 ///
@@ -124,8 +70,7 @@ unsafe fn release_poisoned(lock: *const (), token: u64) {
     // SAFETY: our contract.
     let lock = unsafe { &*lock.cast::<RawLock>() };
     if lock.holder.load(Ordering::Relaxed) == token {
-        // Release: pairs with the Acquire load in `is_poisoned`.
-        lock.poisoned.store(true, Ordering::Release);
+        poison(&lock.poisoned);
         lock.release(token);
     }
 }
@@ -198,18 +143,10 @@ impl<T: ?Sized> Mutex<T> {
     }
 
     fn guard(&self, token: u64) -> LockResult<MutexGuard<'_, T>> {
-        let held = HeldLock { lock: std::ptr::addr_of!(self.raw).cast(), token, release_poisoned };
-        // SAFETY: the lock outlives the guard, which unregisters it in `drop`; if the guard is
-        // never dropped (a hard cancel), the route's `end_request` uses it at the end of this
-        // request, while the `&self` borrow the guard was made from is still in place (the
-        // abandoned stack and the arena are untouched until after `end_request`).
-        let held_index = match unsafe { cella_arena::register_held(held) } {
-            Ok(index) => index,
-            Err(()) => {
-                self.raw.release(token);
-                panic!("a request may hold at most {HELD_LOCKS_MAX} cella locks at once");
-            }
-        };
+        let lock = std::ptr::addr_of!(self.raw).cast();
+        // SAFETY: the guard made below borrows `self`, and `release_poisoned` is `RawLock`'s.
+        let held_index =
+            unsafe { register_held(lock, token, release_poisoned, || self.raw.release(token)) };
         let guard = MutexGuard {
             lock: self,
             token,
@@ -270,17 +207,12 @@ impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
 
 impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
-        let ours = match self.held_index {
-            Some(index) => cella_arena::unregister_held(index, self.token),
-            None => true,
-        };
-        if !ours {
+        if !unregister_held(self.held_index, self.token) {
             return; // The request that took it is over; the runtime released it already.
         }
         cella_arena::guard_ended(self.placement);
         if !self.panicking && std::thread::panicking() {
-            // Release: pairs with the Acquire load in `is_poisoned`.
-            self.lock.raw.poisoned.store(true, Ordering::Release);
+            poison(&self.lock.raw.poisoned);
         }
         self.lock.raw.release(self.token);
     }
