@@ -32,6 +32,7 @@ mod handler;
 pub mod http;
 #[cfg(feature = "json")]
 mod json;
+mod lazy;
 pub mod log;
 pub mod metrics;
 pub mod net;

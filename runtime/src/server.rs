@@ -152,6 +152,8 @@ impl Server {
         let page_size = cella_arena::page_size() as u64;
         let plan = self.config.validate(page_size).map_err(StartError::Config)?;
         check_open_file_limit(&self.config, &plan)?;
+        // Before any handler runs: std's stdio buffers, in the system heap (`lazy.rs`).
+        crate::lazy::prepare_process();
         // Before the workers start: each gives itself a line buffer of this size before it seals.
         crate::log::install(
             crate::log::level_of(&self.config.log_level),

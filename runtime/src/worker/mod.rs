@@ -234,7 +234,8 @@ impl Worker {
     fn new(setup: WorkerSetup) -> io::Result<Worker> {
         crate::sys::set_signal_stack(setup.memory.signal_stack)?;
         setup.handler.prepare_thread();
-        crate::log::prepare_thread(); // Log calls in handlers format into it, never allocating.
+        // std's lazy per-thread state and the log buffer, before the seal (`lazy.rs`).
+        crate::lazy::prepare_worker();
         let poll = Poll::new()?;
         setup.listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(setup.listener);

@@ -1,0 +1,27 @@
+//! std's lazy state, set up before the seal.
+//!
+//! std allocates some of its process-wide and per-thread state the first time it is used: the
+//! buffers of stdout (a 1 KiB `LineWriter`) and stdin, and a thread's handle. Set up first
+//! inside a handler, that memory would come from the request's arena and be wiped with it,
+//! while std keeps pointing at it: a `println!` would then write into whatever the slot holds
+//! next, another request's data. So the runtime sets them up before any handler runs:
+//! [`prepare_process`] in `Server::start`, [`prepare_worker`] on each worker before it seals.
+//!
+//! What libc sets up lazily (NSS, `tzset`, stdio's `FILE` buffers, the list of thread-local
+//! destructors `__cxa_thread_atexit_impl` builds) is not handled here: in a binary that
+//! exports cella's C allocator it still lands in the arena when first used in a handler.
+
+/// Sets up std's process-wide lazy state (stdout, stderr, stdin) on the calling thread,
+/// before the workers start.
+pub(crate) fn prepare_process() {
+    // Each call initialises its `OnceLock` (stdout's and stdin's buffers are allocated then).
+    let _ = std::io::stdout();
+    let _ = std::io::stderr();
+    let _ = std::io::stdin();
+}
+
+/// Sets up a worker's own lazy state before it seals: its thread handle and its log buffer.
+pub(crate) fn prepare_worker() {
+    let _ = std::thread::current();
+    crate::log::prepare_thread();
+}

@@ -1,0 +1,52 @@
+//! What std sets up lazily never lands in an arena (issue 10), observed from outside the
+//! process. Each test reproduces a failure of the old design through an ordinary program:
+//! `startapp` (a `main` of its own calling `Server::start`, stdout untouched before) and
+//! `userapp` (set up with `cella::main!`). Before the fix the first `println!` inside a handler
+//! put stdout's buffer in that request's arena, and later prints wrote into whatever the slot
+//! held next (a later request's response body).
+
+use cella_tests::{Client, ServerProcess, SMALL};
+
+fn userapp(workers: &str) -> ServerProcess {
+    let mut args = vec!["serve"];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&["--workers", workers, "--slots", "4"]);
+    ServerProcess::start_binary("userapp", &args, &[])
+}
+
+#[test]
+fn println_first_used_in_a_handler_under_server_start_never_writes_into_a_later_response() {
+    let env = [
+        ("CELLA_WORKERS", "1"),
+        ("CELLA_SLOTS", "1"),
+        ("CELLA_SLOT_ARENA_SIZE", "64KiB"),
+        ("CELLA_REQUEST_BODY_SIZE_MAX", "16KiB"),
+    ];
+    let mut server = ServerProcess::start_binary("startapp", &[], &env);
+    let mut client = Client::connect(server.addr());
+    // The first print of the process, from a request that allocated little before it.
+    assert_eq!(client.get("/println/1?body=0").status, 200);
+    let expected = "x".repeat(4000);
+    for round in 0..50 {
+        // The body is made before the prints, on the one slot the first request used: over
+        // where that request's arena held stdout's buffer.
+        let response = client.get(&format!("/println/{}?body=4000", 1 + round % 3));
+        assert_eq!(response.status, 200, "round {round}");
+        assert!(response.text() == expected, "round {round}: print bytes in the body");
+    }
+    drop(client);
+    server.terminate();
+}
+
+#[test]
+fn the_environment_and_the_thread_handle_read_in_handlers_are_right_every_time() {
+    let mut server = userapp("2");
+    let mut client = Client::connect(server.addr());
+    for round in 0..40 {
+        assert_eq!(client.get("/env/HOME").text(), std::env::var("HOME").unwrap(), "{round}");
+        assert_eq!(client.get("/env/CELLA_NOT_SET_ANYWHERE").text(), "(unset)");
+        assert!(client.get("/thread-name").text().starts_with("cella-worker-"));
+    }
+    drop(client);
+    assert_eq!(server.terminate_and_count_system_allocations(), 0);
+}
