@@ -64,6 +64,9 @@ pub struct ConnectionMemory {
 pub struct WorkerMemory {
     pub signal_stack: Span,
     pub panic_reserve: Arena,
+    /// The worker's access log buffer (empty when the access log is off): its lines, written
+    /// by the worker and read by the runtime's log writer thread.
+    pub access_log: Span,
     /// Each slot's spans, and the arena over its arena span.
     pub slots: Vec<(SlotMemory, Arena)>,
     pub connections: Vec<ConnectionMemory>,
@@ -74,6 +77,7 @@ pub struct WorkerMemory {
 struct WorkerLayout {
     signal_stack: Span,
     panic_reserve: Span,
+    access_log: Span,
     slots: Vec<SlotMemory>,
     connections: Vec<(Span, Span)>,
 }
@@ -190,6 +194,7 @@ impl Region {
                 // SAFETY (all three): `carved` guarantees these spans are handed out once, they
                 // are valid, writable pages of the mapping, and the region outlives its workers.
                 panic_reserve: unsafe { Arena::new(worker.panic_reserve) },
+                access_log: worker.access_log,
                 slots: worker
                     .slots
                     .into_iter()
@@ -218,6 +223,7 @@ impl Region {
             .map(|_| WorkerLayout {
                 signal_stack: cursor.take(plan.signal_stack_size),
                 panic_reserve: cursor.take(plan.panic_reserve_size),
+                access_log: cursor.take(plan.access_log_buffer_size),
                 slots: Vec::new(),
                 connections: Vec::new(),
             })
@@ -279,6 +285,7 @@ mod tests {
         let mut config = Config::default();
         config.slots = 3;
         config.io_buffers = 5;
+        config.access_log = cella_shared::config::AccessLogTarget::Stdout;
         config.slot_arena_size = cella_shared::config::Size(64 << 10);
         config.request_body_size_max = cella_shared::config::Size(16 << 10);
         config.validate(sys::page_size() as u64).unwrap();
@@ -296,7 +303,7 @@ mod tests {
         assert_eq!(workers[0].connections.len() + workers[1].connections.len(), 5);
         let mut spans: Vec<Span> = Vec::new();
         for worker in &workers {
-            spans.extend([worker.signal_stack, worker.panic_reserve]);
+            spans.extend([worker.signal_stack, worker.panic_reserve, worker.access_log]);
             for slot in &worker.slots {
                 assert_eq!(
                     slot.guard.end(),

@@ -205,8 +205,8 @@ fn check_config(config: &Config) -> ExitCode {
 }
 
 fn serve(config: Config, handler: impl Handler) -> ExitCode {
-    if let Err(error) = sys::block_shutdown_signals() {
-        eprintln!("cella: cannot block shutdown signals: {error}");
+    if let Err(error) = sys::block_control_signals() {
+        eprintln!("cella: cannot block the control signals: {error}");
         return ExitCode::FAILURE;
     }
     let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
@@ -250,7 +250,7 @@ fn serve(config: Config, handler: impl Handler) -> ExitCode {
         eprintln!("cella: warning: cannot notify systemd (NOTIFY_SOCKET): {error}");
     }
     cella_arena::seal_current_thread();
-    while sys::wait_shutdown_signal(notify.watchdog(Duration::from_secs(1))).is_none() {}
+    while !stop_signal(&server, notify.watchdog(Duration::from_secs(1))) {}
     notify.stopping();
     eprintln!("cella: draining; a second signal exits at once");
     if !server.drain_delay().is_zero() {
@@ -264,7 +264,7 @@ fn serve(config: Config, handler: impl Handler) -> ExitCode {
             if left.is_zero() {
                 break;
             }
-            if sys::wait_shutdown_signal(notify.watchdog(left)).is_some() {
+            if stop_signal(&server, notify.watchdog(left)) {
                 eprintln!("cella: second signal: exiting without draining");
                 std::process::exit(1);
             }
@@ -273,7 +273,7 @@ fn serve(config: Config, handler: impl Handler) -> ExitCode {
     server.begin_shutdown();
     let deadline = Instant::now() + drain_timeout;
     while !server.is_drained() {
-        if sys::wait_shutdown_signal(notify.watchdog(Duration::from_millis(10))).is_some() {
+        if stop_signal(&server, notify.watchdog(Duration::from_millis(10))) {
             eprintln!("cella: second signal: exiting without draining");
             std::process::exit(1);
         }
@@ -285,11 +285,30 @@ fn serve(config: Config, handler: impl Handler) -> ExitCode {
     cella_arena::unseal_current_thread();
     let calls = cella_arena::sealed_system_calls();
     report_deferred_frees();
-    let high_water = server.stats().arena_high_water_bytes;
-    drop(server);
-    eprintln!("cella: the fullest arena held {high_water} bytes");
+    let stats = server.stats();
+    drop(server); // Writes out the access log's last lines.
+    eprintln!("cella: the fullest arena held {} bytes", stats.arena_high_water_bytes);
+    if stats.access_log_lines + stats.access_log_dropped > 0 {
+        eprintln!(
+            "cella: access log: {} lines, {} dropped (a worker's access_log_buffer_size was full)",
+            stats.access_log_lines, stats.access_log_dropped
+        );
+    }
     eprintln!("cella: drained; system allocator calls after startup: {calls}");
     ExitCode::SUCCESS
+}
+
+/// Waits up to `timeout` for a control signal: `true` for SIGTERM/SIGINT; SIGHUP reopens the
+/// access log (log rotation) and is otherwise ignored, whatever the server is doing.
+fn stop_signal(server: &crate::RunningServer, timeout: Duration) -> bool {
+    match sys::wait_control_signal(timeout) {
+        Some(sys::ControlSignal::Stop) => true,
+        Some(sys::ControlSignal::Reopen) => {
+            server.reopen_access_log();
+            false
+        }
+        None => false,
+    }
 }
 
 /// Frees the system-allocator blocks that plugin handlers freed while they ran (their `free` was

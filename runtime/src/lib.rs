@@ -23,6 +23,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod access_log;
 mod cancel;
 pub mod cli;
 pub mod demo;

@@ -13,6 +13,7 @@ use cella_arena::{Region, RegionError, RegionOptions};
 use cella_shared::{Config, ConfigError, MemoryPlan};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::access_log;
 use crate::handler::Handler;
 use crate::worker::{self, AdminSetup, Settings, Shared, WorkerSetup, WorkerStats};
 
@@ -118,6 +119,10 @@ pub struct Stats {
     pub responses_by_class: [u64; 5],
     /// Times a connection with bytes to read found every I/O buffer pair lent.
     pub io_buffer_waits: u64,
+    /// Access log lines added to the workers' buffers (`cella_access_log_lines_total`).
+    pub access_log_lines: u64,
+    /// Access log lines dropped because a worker's buffer was full.
+    pub access_log_dropped: u64,
 }
 
 /// A server ready to start.
@@ -195,6 +200,18 @@ impl Server {
         let slots = worker::slot_table(&mut memories, &settings);
         let conns = worker::conn_table(self.config.connections_max);
         let bufs = worker::buffer_table(&mut memories);
+        // Before the workers, which hand it their lines from their first request on.
+        let spans: Vec<_> = memories.iter().map(|memory| memory.access_log).collect();
+        let access_log = access_log::Writer::start(
+            &self.config.access_log,
+            self.config.access_log_format,
+            &spans,
+        )
+        .map_err(|source| StartError::Io { step: "open access_log", source })?;
+        let (access_log, mut worker_logs) = match access_log {
+            Some((writer, logs)) => (Some(writer), logs.into_iter()),
+            None => (None, Vec::new().into_iter()),
+        };
         for (index, (memory, listener)) in memories.into_iter().zip(listeners).enumerate() {
             let setup = WorkerSetup {
                 slots: slots.clone(),
@@ -209,6 +226,7 @@ impl Server {
                 ready: ready.clone(),
                 setup_error: setup_error.clone(),
                 admin: if index == 0 { admin.take() } else { None },
+                access_log: worker_logs.next(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("cella-worker-{index}"))
@@ -227,6 +245,7 @@ impl Server {
             drain_delay: Duration::from_millis(self.config.drain_delay_ms),
             admin_addr,
             agent_addr,
+            access_log,
         };
         let failed = setup_error.lock().ok().and_then(|mut error| error.take());
         if let Some(message) = failed {
@@ -326,6 +345,8 @@ pub struct RunningServer {
     drain_delay: Duration,
     admin_addr: Option<SocketAddr>,
     agent_addr: Option<SocketAddr>,
+    /// The access log's writer thread (`None`: off).
+    access_log: Option<access_log::Writer>,
 }
 
 impl RunningServer {
@@ -374,6 +395,8 @@ impl RunningServer {
         stats.client_gone = totals.client_gone;
         stats.responses_by_class = totals.responses_by_class();
         stats.io_buffer_waits = totals.io_buffer_waits;
+        stats.access_log_lines = totals.access_log_lines;
+        stats.access_log_dropped = totals.access_log_dropped;
         stats
     }
 
@@ -394,6 +417,15 @@ impl RunningServer {
         // Release: pairs with the Acquire loads in each worker's loop and readiness probe.
         self.shared.unready.store(true, Ordering::Release);
         self.wake_workers();
+    }
+
+    /// Reopens the access log file (after it was renamed for rotation: SIGHUP); nothing when the
+    /// access log is off or goes to standard output. Returns at once; the writer thread reopens
+    /// it before its next write.
+    pub fn reopen_access_log(&self) {
+        if let Some(writer) = &self.access_log {
+            writer.reopen();
+        }
     }
 
     /// `drain_delay_ms` from the configuration.
@@ -437,7 +469,11 @@ impl RunningServer {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        true
+        // The workers are gone: the writer writes out what they logged, within what is left of
+        // the drain deadline. A writer that cannot (its output takes nothing) still reads the
+        // rings in the region, so it counts as not drained.
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.access_log.as_mut().is_none_or(|writer| writer.stop(left))
     }
 }
 

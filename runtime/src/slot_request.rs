@@ -60,6 +60,8 @@ impl From<AllocError> for CopyError {
 /// A request whose every byte is in its slot's arena.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RawRequest {
+    /// The whole head, as received (for the access log).
+    head: RawStr,
     method: RawStr,
     path: RawStr,
     query: Option<RawStr>,
@@ -133,6 +135,7 @@ impl RawRequest {
             }
         }
         Ok(RawRequest {
+            head: RawStr::of(copy.copy),
             method: copy.locate(head.method.as_bytes())?,
             path,
             query,
@@ -150,6 +153,16 @@ impl RawRequest {
     pub(crate) fn set_body(&mut self, body: BodyBuf, arena: &Arena) {
         arena.try_resize_in_place(body.ptr, body.filled);
         self.body = RawStr { ptr: body.ptr, len: body.filled };
+    }
+
+    /// The request's head as it was received.
+    ///
+    /// # Safety
+    /// Must be called while the slot still holds this request (its arena not wiped), and the
+    /// bytes used only until then.
+    pub(crate) unsafe fn head(&self) -> &'static [u8] {
+        // SAFETY: the head's copy is in the slot's arena (caller's contract).
+        unsafe { self.head.bytes() }
     }
 
     /// The request as the handler sees it.

@@ -52,3 +52,13 @@ pub const LOG_LINE_SIZE_MIN: u64 = 256;
 /// Longest `log_line_size_max`: a line is written with one write(2), and each thread that logs
 /// holds one buffer of this size.
 pub const LOG_LINE_SIZE_MAX: u64 = 64 << 10;
+
+/// Smallest per-worker access log buffer (`access_log_buffer_size`): one line of the longest
+/// kind the runtime formats (its fields are truncated to fit in this) must fit.
+pub const ACCESS_LOG_BUFFER_SIZE_MIN: u64 = 4 << 10;
+
+/// Longest access log line, in bytes, newline included: the request line, referer and user
+/// agent are truncated (and marked) so that a line never exceeds it.
+pub const ACCESS_LOG_LINE_BYTES_MAX: usize = 4 << 10;
+
+const _: () = assert!(ACCESS_LOG_LINE_BYTES_MAX as u64 <= ACCESS_LOG_BUFFER_SIZE_MIN);

@@ -1,7 +1,7 @@
 //! The memory plan: what the region holds, computed from the configuration alone.
 //!
 //! The region is laid out as, in address order:
-//! `[signal stack | panic reserve] × workers`, `[guard page | stack | arena] × slots`,
+//! `[signal stack | panic reserve | access log buffer] × workers`, `[guard page | stack | arena] × slots`,
 //! `[read buffer | write buffer] × connections`, then the state heap. Every span starts on a page boundary, so the
 //! guard pages can be protected and the arenas quarantined page by page.
 
@@ -27,6 +27,8 @@ pub struct MemoryPlan {
     pub write_buffer_size: u64,
     pub signal_stack_size: u64,
     pub panic_reserve_size: u64,
+    /// Each worker's access log buffer (`access_log_buffer_size`; 0 when `access_log` is off).
+    pub access_log_buffer_size: u64,
     /// The state heap, shared by every worker (`state_heap_size`); last in the region.
     pub state_heap_size: u64,
     pub total_bytes: u64,
@@ -111,6 +113,10 @@ impl MemoryPlan {
             )?,
             signal_stack_size: page("the signal stack", limits::SIGNAL_STACK_SIZE)?,
             panic_reserve_size: page("panic_reserve_size", config.panic_reserve_size.0)?,
+            access_log_buffer_size: match config.access_log {
+                crate::config::AccessLogTarget::Off => 0,
+                _ => page("access_log_buffer_size", config.access_log_buffer_size.0)?,
+            },
             state_heap_size: page("state_heap_size", config.state_heap_size.0)?,
             total_bytes: 0,
         };
@@ -159,13 +165,20 @@ impl MemoryPlan {
         )
     }
 
-    /// One worker: its signal stack and panic reserve.
+    /// One worker: its signal stack, panic reserve and access log buffer.
     pub fn worker_bytes(&self) -> Result<u64, PlanOverflow> {
-        sum(&[self.signal_stack_size, self.panic_reserve_size], "panic_reserve_size")
+        sum(
+            &[self.signal_stack_size, self.panic_reserve_size, self.access_log_buffer_size],
+            "panic_reserve_size + access_log_buffer_size",
+        )
     }
 
     pub fn workers_bytes(&self) -> Result<u64, PlanOverflow> {
-        times(self.workers, self.worker_bytes()?, "workers × panic_reserve_size")
+        times(
+            self.workers,
+            self.worker_bytes()?,
+            "workers × (panic_reserve_size + access_log_buffer_size)",
+        )
     }
 
     /// How many of `total` items worker `worker_index` gets: an even share, the remainder going
@@ -180,8 +193,8 @@ impl fmt::Display for MemoryPlan {
         write!(
             f,
             "{} slots × ({} guard + {} stack + {} arena) + {} I/O buffer pairs × ({} read + {} \
-             write) for {} connections + {} workers × ({} signal stack + {} panic reserve) + {} \
-             state heap = {} ({} bytes)",
+             write) for {} connections + {} workers × ({} signal stack + {} panic reserve{}) + \
+             {} state heap = {} ({} bytes)",
             self.slots,
             format_size(self.guard_size),
             format_size(self.slot_stack_size),
@@ -193,10 +206,23 @@ impl fmt::Display for MemoryPlan {
             self.workers,
             format_size(self.signal_stack_size),
             format_size(self.panic_reserve_size),
+            AccessLogPart(self.access_log_buffer_size),
             format_size(self.state_heap_size),
             format_size(self.total_bytes),
             self.total_bytes,
         )
+    }
+}
+
+/// ` + N access log buffer` in the plan's text, or nothing when the access log is off.
+struct AccessLogPart(u64);
+
+impl fmt::Display for AccessLogPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            bytes => write!(f, " + {} access log buffer", format_size(bytes)),
+        }
     }
 }
 
@@ -218,6 +244,20 @@ mod tests {
             + (16 << 20);
         assert_eq!(plan.total_bytes, expected);
         assert!(plan.to_string().contains("4 slots"));
+    }
+
+    #[test]
+    fn the_access_log_buffer_is_in_the_plan_only_when_the_access_log_is_on() {
+        let mut config = Config::default();
+        let off = MemoryPlan::new(&config, 2, 4096).unwrap();
+        assert_eq!(off.access_log_buffer_size, 0);
+        assert!(!off.to_string().contains("access log"), "{off}");
+        config.access_log = crate::config::AccessLogTarget::Stdout;
+        config.access_log_buffer_size = Size(10_000);
+        let on = MemoryPlan::new(&config, 2, 4096).unwrap();
+        assert_eq!(on.access_log_buffer_size, 12288, "rounded up to whole pages");
+        assert_eq!(on.total_bytes, off.total_bytes + 2 * 12288);
+        assert!(on.to_string().contains("+ 12KiB access log buffer)"), "{on}");
     }
 
     #[test]
@@ -265,7 +305,7 @@ mod tests {
         let mut config = Config::default();
         config.panic_reserve_size = Size(1 << 62);
         let error = MemoryPlan::new(&config, 256, 4096).unwrap_err();
-        assert_eq!(error.keys, "workers × panic_reserve_size");
+        assert_eq!(error.keys, "workers × (panic_reserve_size + access_log_buffer_size)");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 # mmap/munmap/brk/mprotect/madvise/mremap syscall between its ready line and its shutdown, while
 # serving successes, overruns, panics and stack overflows (but the stack headroom's mprotect
 # pair of each overflow, below), and answering the admin listener (/metrics, /config, /readyz,
-# /livez) and the agent-check listener.
+# /livez) and the agent-check listener, with the access log on (a file, renamed and reopened
+# on SIGHUP in the first run).
 #   1. under an LD_PRELOAD malloc counter (window marked with SIGUSR1/SIGUSR2);
 #   2. under strace -f (window: the ready line's write to the "draining" line's write).
 # Usage: tests/check/no-alloc-after-startup.sh [path/to/cella [plugin.so]]   (loopback only; bounded)
@@ -17,7 +18,7 @@ REQUESTS=${REQUESTS:-2000}
 WORK=$(mktemp -d)
 trap 'kill "${PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 ARGS=(serve --listen 127.0.0.1:0 --workers 2 --slots 8 --slot-arena 256KiB --set request_body_size_max=64KiB --max-connections 64
-  --set admin_listen=127.0.0.1:0 --set agent_listen=127.0.0.1:0)
+  --set admin_listen=127.0.0.1:0 --set agent_listen=127.0.0.1:0 --set "access_log=$WORK/access.log")
 if [ -n "$PLUGIN" ]; then ARGS+=(--handler "$PLUGIN"); APP=plugin; fi
 
 wait_ready() { # $1: stdout file; prints the address
@@ -54,6 +55,12 @@ PID=$!
 ADDR=$(wait_ready "$WORK/a.out")
 kill -USR1 "$PID"
 python3 tests/check/load.py "$ADDR" "$REQUESTS" "$APP"
+# Log rotation inside the window: rename, SIGHUP, and the writer reopens (creates) the path.
+mv "$WORK/access.log" "$WORK/access.log.1"
+kill -HUP "$PID"
+for _ in $(seq 1 100); do [ -e "$WORK/access.log" ] && break; sleep 0.05; done
+[ -e "$WORK/access.log" ] || { echo "FAIL: SIGHUP did not reopen the access log"; exit 1; }
+python3 tests/check/load.py "$ADDR" 100 "$APP"
 admin_traffic "$WORK/a.err"
 kill -USR2 "$PID"
 for _ in $(seq 1 100); do grep -q 'malloc-counter:' "$WORK/a.err" && break; sleep 0.05; done
@@ -61,6 +68,9 @@ kill -TERM "$PID"; wait_exit "$PID"
 LINE=$(grep 'malloc-counter:' "$WORK/a.err")
 echo "$LINE"
 [ "$LINE" = "malloc-counter: 0 calls in window" ] || { echo "FAIL: malloc-family calls after startup"; cat "$WORK/a.err"; exit 1; }
+[ -s "$WORK/access.log.1" ] && [ -s "$WORK/access.log" ] || { echo "FAIL: no access log lines before and after the reopen"; exit 1; }
+echo "access log lines: $(wc -l <"$WORK/access.log.1") before the reopen, $(wc -l <"$WORK/access.log") after"
+rm -f "$WORK/access.log" "$WORK/access.log.1"
 
 echo "== strace -f"
 strace -f -qq -o "$WORK/trace" -e trace=mmap,munmap,brk,mprotect,madvise,mremap,write \

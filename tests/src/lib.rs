@@ -76,7 +76,20 @@ impl ServerProcess {
         Self::spawn(command)
     }
 
-    pub fn spawn(mut command: Command) -> ServerProcess {
+    pub fn spawn(command: Command) -> ServerProcess {
+        let (server, stdout) = Self::spawn_keeping_stdout(command);
+        thread::spawn(move || {
+            // Keep draining so the server never blocks on a full pipe.
+            let _ = std::io::copy(&mut { stdout }, &mut std::io::sink());
+        });
+        server
+    }
+
+    /// As [`ServerProcess::spawn`], but the rest of the server's standard output, after the
+    /// ready line, is left to the caller, who may leave it unread (a stalled pipe).
+    pub fn spawn_keeping_stdout(
+        mut command: Command,
+    ) -> (ServerProcess, BufReader<std::process::ChildStdout>) {
         let mut child = command.spawn().expect("server starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr_pipe = child.stderr.take().expect("piped stderr");
@@ -95,11 +108,12 @@ impl ServerProcess {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
             let _ = reader.read_line(&mut line);
-            let _ = sender.send(line);
-            // Keep draining so the server never blocks on a full pipe.
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+            let _ = sender.send((line, reader));
         });
-        let line = receiver.recv_timeout(STEP_TIMEOUT).unwrap_or_default();
+        let (line, reader) = match receiver.recv_timeout(STEP_TIMEOUT) {
+            Ok((line, reader)) => (line, Some(reader)),
+            Err(_) => (String::new(), None),
+        };
         let Some(addr) = line.trim().strip_prefix("listening on http://") else {
             let _ = child.kill();
             let _ = child.wait();
@@ -107,7 +121,8 @@ impl ServerProcess {
             panic!("no ready line (got {line:?}); stderr: {}", stderr.lock().unwrap());
         };
         let addr = addr.parse().expect("ready line has an address");
-        ServerProcess { child, addr, stderr, stderr_reader: Some(stderr_reader) }
+        let server = ServerProcess { child, addr, stderr, stderr_reader: Some(stderr_reader) };
+        (server, reader.expect("a ready line came with its reader"))
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -173,6 +173,10 @@ pub(crate) struct WorkerMetrics {
     rejected: [AtomicU64; Reason::ALL.len()],
     /// Handlers cancelled because their connection closed (the client went away).
     pub(crate) client_gone: AtomicU64,
+    /// Access log lines added to this worker's buffer.
+    pub(crate) access_log_lines: AtomicU64,
+    /// Access log lines dropped because this worker's buffer was full.
+    pub(crate) access_log_dropped: AtomicU64,
 }
 
 impl Default for WorkerMetrics {
@@ -183,6 +187,8 @@ impl Default for WorkerMetrics {
             arena_high_water_bytes: Histogram::new(&ARENA_BOUNDS_BYTES),
             rejected: std::array::from_fn(|_| AtomicU64::new(0)),
             client_gone: AtomicU64::new(0),
+            access_log_lines: AtomicU64::new(0),
+            access_log_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -295,6 +301,8 @@ pub(crate) struct Totals {
     pub(crate) idle_evictions: u64,
     pub(crate) io_buffer_waits: u64,
     pub(crate) probes: u64,
+    pub(crate) access_log_lines: u64,
+    pub(crate) access_log_dropped: u64,
 }
 
 impl Totals {
@@ -313,6 +321,8 @@ impl Totals {
             idle_evictions: 0,
             io_buffer_waits: 0,
             probes: 0,
+            access_log_lines: 0,
+            access_log_dropped: 0,
         };
         // Relaxed: statistics; nothing is ordered by them.
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -340,6 +350,10 @@ impl Totals {
             totals.io_buffer_waits =
                 totals.io_buffer_waits.wrapping_add(load(&worker.io_buffer_waits));
             totals.probes = totals.probes.wrapping_add(load(&worker.probes));
+            totals.access_log_lines =
+                totals.access_log_lines.wrapping_add(load(&metrics.access_log_lines));
+            totals.access_log_dropped =
+                totals.access_log_dropped.wrapping_add(load(&metrics.access_log_dropped));
         }
         totals
     }

@@ -77,7 +77,7 @@ fn render_gauges(
     gauges: &Gauges,
 ) -> Result<(), Full> {
     let busy = |all: u64, free: u64| all.saturating_sub(free);
-    let series: [(&str, &str, &str, u64); 11] = [
+    let series: [(&str, &str, &str, u64); 13] = [
         ("cella_slots", "gauge", "Slots of the instance.", gauges.slots),
         (
             "cella_slots_busy",
@@ -128,6 +128,18 @@ fn render_gauges(
             "counter",
             "Probe requests on the main listener, answered without a slot.",
             totals.probes,
+        ),
+        (
+            "cella_access_log_lines_total",
+            "counter",
+            "Access log lines added to the workers' buffers (written out by the log writer).",
+            totals.access_log_lines,
+        ),
+        (
+            "cella_access_log_dropped_total",
+            "counter",
+            "Access log lines dropped because their worker's buffer was full.",
+            totals.access_log_dropped,
         ),
     ];
     for (name, kind, help, value) in series {
@@ -389,6 +401,8 @@ mod tests {
             idle_evictions: big,
             io_buffer_waits: big,
             probes: big,
+            access_log_lines: big,
+            access_log_dropped: big,
         };
         let gauges = Gauges {
             slots: big,

@@ -129,20 +129,21 @@ extern "C" fn on_fault(
     }
 }
 
-fn shutdown_signal_set() -> libc::sigset_t {
+fn control_signal_set() -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset initialise the set we own (sigsetops(3)).
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     }
 }
 
-/// Blocks SIGTERM and SIGINT in this thread and every thread it spawns afterwards.
-pub fn block_shutdown_signals() -> io::Result<()> {
-    let set = shutdown_signal_set();
+/// Blocks SIGTERM, SIGINT and SIGHUP in this thread and every thread it spawns afterwards.
+pub fn block_control_signals() -> io::Result<()> {
+    let set = control_signal_set();
     // SAFETY: a valid, initialised set (pthread_sigmask(3)).
     let result = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, ptr::null_mut()) };
     if result != 0 {
@@ -151,15 +152,30 @@ pub fn block_shutdown_signals() -> io::Result<()> {
     Ok(())
 }
 
-/// Waits up to `timeout` for SIGTERM or SIGINT (which must be blocked); returns it if one came.
-pub fn wait_shutdown_signal(timeout: Duration) -> Option<libc::c_int> {
-    let set = shutdown_signal_set();
+/// Waits up to `timeout` for SIGTERM, SIGINT or SIGHUP (which must be blocked); says which came.
+pub fn wait_control_signal(timeout: Duration) -> Option<super::ControlSignal> {
+    let set = control_signal_set();
     let timeout = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
     // SAFETY: valid set and timespec; a null siginfo pointer is allowed (sigtimedwait(2)).
-    syscall!(libc::sigtimedwait(&set, ptr::null_mut(), &timeout)).ok()
+    match syscall!(libc::sigtimedwait(&set, ptr::null_mut(), &timeout)).ok()? {
+        libc::SIGHUP => Some(super::ControlSignal::Reopen),
+        _ => Some(super::ControlSignal::Stop),
+    }
+}
+
+/// Opens `path` for appending (created with mode 0644 when missing, closed on exec): one
+/// open(2) of a path made into a C string beforehand, so it allocates nothing (the access log
+/// writer reopens its file with it on SIGHUP).
+pub fn open_append(path: &std::ffi::CStr) -> io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC;
+    // SAFETY: a NUL-terminated path, valid flags and a mode for O_CREAT (open(2)).
+    let fd = syscall!(libc::open(path.as_ptr(), flags, 0o644 as libc::c_uint))?;
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
 /// Number of open file descriptors in this process. Allocates nothing (a sealed worker calls it

@@ -10,8 +10,11 @@
 //!   `restore_signal_stack(previous)` puts back.
 //! - `write_stderr(bytes)` (one write(2), result ignored) and `write_fd(fd, bytes)` (one
 //!   write(2), its result).
-//! - `block_shutdown_signals()` / `wait_shutdown_signal(timeout)`: SIGTERM and SIGINT are
-//!   blocked in every thread and taken synchronously by the thread that waits for them.
+//! - `block_control_signals()` / `wait_control_signal(timeout)`: SIGTERM, SIGINT and SIGHUP
+//!   are blocked in every thread and taken synchronously by the thread that waits for them, as
+//!   a [`ControlSignal`].
+//! - `open_append(path)`: opens a file for appending (`O_APPEND | O_CREAT | O_CLOEXEC`) without
+//!   allocating (the access log, reopened on SIGHUP).
 //! - `open_fd_count()`: descriptors open in this process, without allocating (for tests and
 //!   `process_open_fds`).
 //! - `resident_memory_bytes()`: the process's resident size, without allocating.
@@ -21,6 +24,15 @@
 //!   activation), refusing one that is not a listening TCP socket.
 //!
 //! Raw return codes never leave this module: every call goes through `syscall!`.
+
+/// A signal the controlling thread acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlSignal {
+    /// SIGTERM or SIGINT: drain and exit (a second one: exit at once).
+    Stop,
+    /// SIGHUP: reopen the access log file (log rotation); never stops the process.
+    Reopen,
+}
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod linux_x86_64;

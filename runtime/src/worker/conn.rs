@@ -116,6 +116,11 @@ pub(crate) struct Conn {
     /// When the worker first parsed the current request's bytes (for its duration metric);
     /// taken when its answer is counted (`observe.rs`).
     pub(super) request_started: Option<Instant>,
+    /// Where the current request's head (or what has arrived of it) lies in the read buffer,
+    /// as of its last parse: what the access log shows of a request answered without a slot.
+    /// Nothing moves those bytes between the parse and the answer (the buffer is compacted
+    /// only by `fill`, after which the head is parsed again).
+    pub(super) head_range: (usize, usize),
 }
 
 /// What the answer to the current request depends on, from its head.
@@ -166,7 +171,14 @@ impl Conn {
             body: BodyState::None,
             request: RequestMeta::UNKNOWN,
             request_started: None,
+            head_range: (0, 0),
         }
+    }
+
+    /// The bytes of `head_range`, or nothing if the buffer no longer holds them.
+    pub(super) fn parsed_head(&self) -> &[u8] {
+        let (start, end) = self.head_range;
+        self.read.as_slice().get(start..end).unwrap_or_default()
     }
 
     pub(super) fn buffered(&self) -> &[u8] {

@@ -14,7 +14,7 @@
 //! their share and rate), `slots` (the coroutine lifecycle and freeing slots), `respond`
 //! (errors, responses, what follows a response), `deadlines` (the sweep), `probes` (liveness
 //! and readiness), `admin` and `agent` (worker 0's admin and agent-check listeners), `observe`
-//! (metrics), `taint` (the last rung of the ladder) and `settings`. Nothing here imports the
+//! (metrics and the access log), `taint` (the last rung of the ladder) and `settings`. Nothing here imports the
 //! top-level server; `http/` knows nothing of this module.
 
 mod admin;
@@ -160,6 +160,8 @@ pub(crate) struct WorkerSetup {
     pub setup_error: Arc<Mutex<Option<String>>>,
     /// The admin and agent listeners, for worker 0 only (`worker/admin.rs`).
     pub admin: Option<AdminSetup>,
+    /// This worker's side of the access log (`None`: off).
+    pub access_log: Option<crate::access_log::WorkerLog>,
 }
 
 pub(crate) struct Worker {
@@ -203,6 +205,8 @@ pub(crate) struct Worker {
     arena_high_water_bytes: usize,
     /// The admin and agent listeners and admin connections (worker 0, when configured).
     admin: Option<admin::AdminPort>,
+    /// This worker's access log ring (`observe.rs`), when the access log is on.
+    access_log: Option<crate::access_log::WorkerLog>,
 }
 
 /// Runs a worker: sets up, meets the other workers at `ready`, then serves until shutdown.
@@ -277,6 +281,7 @@ impl Worker {
             unready: false,
             arena_high_water_bytes: 0,
             admin: admin.transpose()?,
+            access_log: setup.access_log,
         })
     }
 

@@ -82,6 +82,7 @@ impl Worker {
     pub(super) fn start_head(&mut self, index: usize) {
         let conn = &mut self.conns[index];
         conn.phase = Phase::Head;
+        conn.head_range = (0, 0); // Nothing of this request is parsed yet.
         conn.head_started = self.now;
         conn.deadline = Some(self.now + self.settings.header_read_timeout);
     }
@@ -96,6 +97,10 @@ impl Worker {
         let mut storage =
             [std::mem::MaybeUninit::uninit(); cella_shared::limits::HEADERS_COUNT_MAX];
         let headers = &mut storage[..self.settings.headers_count_max];
+        // What the access log reads of a request answered without a slot: it stops at the end
+        // of the head, so the body or pipelined requests after it do not matter.
+        let conn = &mut self.conns[index];
+        conn.head_range = (conn.read_start, conn.read_end);
         let conn = &self.conns[index];
         let buffered = conn.buffered();
         let (head, fields) = match parse::parse_head(buffered, headers, self.settings.head_limits) {

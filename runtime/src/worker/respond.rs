@@ -41,20 +41,28 @@ impl Worker {
     /// Answers the connection's current request with an error.
     pub(super) fn fail(&mut self, index: usize, kind: ErrorKind) -> bool {
         self.give_back_body_slot(index);
-        if let Some(slot) = self.conns[index].slot.take() {
-            self.release_slot(slot);
-        }
         self.conns[index].body = BodyState::None;
         if kind.response().status < 500 {
             self.stats().client_errors.fetch_add(1, Ordering::Relaxed);
         }
+        // Queued (and logged) while the slot still holds the request's head and arena mark.
         self.queue_error(index, kind);
+        if let Some(slot) = self.conns[index].slot.take() {
+            self.release_slot(slot);
+        }
         true
     }
 
     pub(super) fn queue_error(&mut self, index: usize, kind: ErrorKind) {
-        self.count_error(index, kind);
         let response = kind.response();
+        let head_request = self.conns[index].request.head_method;
+        // As `encode::put_error` writes it: the message and a newline, unless HEAD.
+        let body_bytes = if encode::BodyRule::of(response.status, head_request).body {
+            response.message.len() + 1
+        } else {
+            0
+        };
+        self.count_error(index, kind, body_bytes);
         let borrowed = self.borrow_io_buffers(index);
         let closing = !self.is_ready();
         let conn = &mut self.conns[index];
@@ -162,15 +170,17 @@ impl Worker {
         }
         conn.phase = Phase::Writing;
         conn.deadline = Some(self.now + self.settings.response_write_timeout);
+        // Before the slot is released: the access log reads the request's head from it.
+        self.count_response(index, status, sent_body.len());
+        let slot = &mut self.slots[slot_index];
         if in_buffer {
             // Everything is copied: the slot is free for the next request at once.
             drop(response);
-            conn.slot = None;
+            self.conns[index].slot = None;
             self.release_slot(slot_index);
         } else {
             slot.response = Some(response);
         }
-        self.count_response(index, status);
     }
 }
 

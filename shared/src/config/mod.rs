@@ -85,6 +85,62 @@ impl ConfigValue for bool {
     }
 }
 
+/// The format of access log lines (`access_log_format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// Apache's and nginx's `combined`, followed by the request's duration in seconds and its
+    /// arena high-water mark in bytes.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+impl ConfigValue for AccessLogFormat {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "combined" => Ok(AccessLogFormat::Combined),
+            "json" => Ok(AccessLogFormat::Json),
+            _ => Err(format!("`{text}` is not an access log format (combined or json)")),
+        }
+    }
+    fn to_text(&self) -> String {
+        match self {
+            AccessLogFormat::Combined => "combined".to_string(),
+            AccessLogFormat::Json => "json".to_string(),
+        }
+    }
+}
+
+/// Where the access log goes (`access_log`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// No access log (no buffer, no writer thread).
+    Off,
+    /// Standard output (`-`).
+    Stdout,
+    /// A file, appended to, reopened on SIGHUP.
+    File(std::path::PathBuf),
+}
+
+impl ConfigValue for AccessLogTarget {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        match text {
+            "off" => Ok(AccessLogTarget::Off),
+            "-" => Ok(AccessLogTarget::Stdout),
+            "" => Err("is empty: write `off`, `-` (standard output) or a file path".to_string()),
+            path if path.contains('\0') => Err("a file path cannot hold a NUL byte".to_string()),
+            path => Ok(AccessLogTarget::File(path.into())),
+        }
+    }
+    fn to_text(&self) -> String {
+        match self {
+            AccessLogTarget::Off => "off".to_string(),
+            AccessLogTarget::Stdout => "-".to_string(),
+            AccessLogTarget::File(path) => path.display().to_string(),
+        }
+    }
+}
+
 /// A byte size, written with binary units (`256KiB`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Size(pub u64);
@@ -286,6 +342,21 @@ config_keys! {
     /// after the main listener, so it answers only once that one is bound. Empty: off. Example:
     /// `127.0.0.1:9902`.
     agent_listen: Option<SocketAddr> = "";
+    /// Access log: `off`, `-` (standard output) or the path of a file (created if missing,
+    /// appended to, reopened on SIGHUP for log rotation). One line per answer the runtime sends
+    /// to a request on the main listener (probes are not logged); see docs/operations.md.
+    /// Workers never wait for it: a line that does not fit in its worker's buffer is dropped and
+    /// counted (`cella_access_log_dropped_total`).
+    access_log: AccessLogTarget = "off";
+    /// Format of the access log lines: `combined` (Apache's and nginx's, followed by the
+    /// duration in seconds and the request's arena high-water mark in bytes) or `json` (one
+    /// object per line).
+    access_log_format: AccessLogFormat = "combined";
+    /// Buffer of access log lines of each worker, carved from the region when `access_log` is
+    /// on (costs this much region memory per worker, none when off): workers format lines into
+    /// it and one writer thread writes them out. When it is full, lines are dropped and
+    /// counted, never waited for. At least 4KiB (the longest line).
+    access_log_buffer_size: Size = "64KiB";
     /// Touch every page of the region at startup, so the resident size is fixed from the start.
     prefault: bool = "true";
     /// mlock the region, so it is never swapped. Needs RLIMIT_MEMLOCK (or CAP_IPC_LOCK).
@@ -408,6 +479,7 @@ impl Config {
             ("connection_write_buffer_size", self.connection_write_buffer_size),
             ("panic_reserve_size", self.panic_reserve_size),
             ("state_heap_size", self.state_heap_size),
+            ("access_log_buffer_size", self.access_log_buffer_size),
         ] {
             if size.0 > limits::REGION_SIZE_MAX {
                 return Err(ConfigError::BadValue {
@@ -447,6 +519,12 @@ impl Config {
             return fail(format!(
                 "log_level = `{}` is not one of off, error, warn, info, debug, trace",
                 self.log_level
+            ));
+        }
+        if self.access_log_buffer_size.0 < limits::ACCESS_LOG_BUFFER_SIZE_MIN {
+            return fail(format!(
+                "access_log_buffer_size must be at least {} (the longest access log line)",
+                format_size(limits::ACCESS_LOG_BUFFER_SIZE_MIN)
             ));
         }
         if self.slot_arena_size.0 < limits::SLOT_ARENA_SIZE_MIN {

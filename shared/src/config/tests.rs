@@ -140,6 +140,7 @@ fn every_size_of_the_plan_is_capped_at_the_region_limit() {
         "connection_write_buffer_size",
         "panic_reserve_size",
         "state_heap_size",
+        "access_log_buffer_size",
     ] {
         let mut config = Config::default();
         config.set(key, "65GiB", "a flag").unwrap();
@@ -209,4 +210,36 @@ fn every_key_has_a_default_and_a_doc() {
     for key in Config::KEYS {
         assert!(!key.doc.trim().is_empty(), "{} has no doc", key.name);
     }
+}
+
+#[test]
+fn an_access_log_buffer_of_one_line_is_accepted_and_one_byte_less_is_not() {
+    let mut config = Config::default();
+    config.set("access_log", "-", "a flag").unwrap();
+    config.access_log_buffer_size = Size(limits::ACCESS_LOG_BUFFER_SIZE_MIN);
+    config.validate(4096).expect("the minimum is valid");
+    config.access_log_buffer_size = Size(limits::ACCESS_LOG_BUFFER_SIZE_MIN - 1);
+    let error = config.validate(4096).unwrap_err();
+    assert!(error.to_string().contains("access_log_buffer_size must be at least 4KiB"), "{error}");
+}
+
+#[test]
+fn access_log_keys_parse_and_bad_values_name_the_key() {
+    use crate::config::{AccessLogFormat, AccessLogTarget};
+    let mut config = Config::default();
+    assert_eq!(config.access_log, AccessLogTarget::Off);
+    assert_eq!(config.access_log_format, AccessLogFormat::Combined);
+    config.apply_toml("access_log = \"/var/log/cella.log\"\naccess_log_format = \"json\"").unwrap();
+    assert_eq!(config.access_log, AccessLogTarget::File("/var/log/cella.log".into()));
+    assert_eq!(config.access_log_format, AccessLogFormat::Json);
+    let entries = config.entries();
+    assert!(entries.contains(&("access_log", "/var/log/cella.log".to_string())));
+    assert!(entries.contains(&("access_log_format", "json".to_string())));
+    let error = config.set("access_log_format", "xml", "a flag").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "config key `access_log_format`: `xml` is not an access log format (combined or json)"
+    );
+    let error = config.set("access_log", "", "a flag").unwrap_err();
+    assert!(error.to_string().starts_with("config key `access_log`: is empty"), "{error}");
 }
