@@ -6,8 +6,9 @@
 //! no line lost (old lines in the old file, every line after the reopen in the new one); that a
 //! writer stalled on a pipe nobody reads never slows the answers, and lines plus dropped lines
 //! equal the answers in `/metrics`; that hostile request bytes (8KiB paths, quotes, control and
-//! non-ASCII bytes) are escaped and cut, one line each; and that bad settings are refused in one
-//! line. The no-allocation check with the access log on is in tests/check/no-alloc-after-startup.sh.
+//! non-ASCII bytes) are escaped and cut, one line each; that bad settings are refused in one
+//! line; and that SIGHUP never stops cella, log or not. The no-allocation check with the access
+//! log on is in tests/check/no-alloc-after-startup.sh.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -348,4 +349,16 @@ fn bad_access_log_settings_are_refused_in_one_line() {
         ),
         "{text}"
     );
+}
+
+#[test]
+fn sighup_never_stops_cella_even_without_an_access_log() {
+    let mut server = ServerProcess::start(&[]);
+    server.signal(libc::SIGHUP);
+    server.signal(libc::SIGHUP);
+    assert_eq!(get(server.addr(), "/").status, 200, "{}", server.stderr());
+    assert!(server.is_running());
+    assert!(server.terminate().success(), "SIGTERM still drains: {}", server.stderr());
+    let stderr = server.stderr();
+    assert!(!stderr.contains("second signal: exiting"), "SIGHUP is no stop signal: {stderr}");
 }
