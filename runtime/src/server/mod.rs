@@ -1,5 +1,6 @@
 //! Starting and stopping a server: validate the configuration, map the region, bind one
-//! SO_REUSEPORT listener per worker, start the workers, and drain them on request.
+//! SO_REUSEPORT listener per worker (`listeners`), start the access log writer and the workers,
+//! and drain them on request.
 
 use std::fmt;
 use std::io;
@@ -11,11 +12,14 @@ use std::time::{Duration, Instant};
 
 use cella_arena::{Region, RegionError, RegionOptions};
 use cella_shared::{Config, ConfigError, MemoryPlan};
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::access_log;
 use crate::handler::Handler;
-use crate::worker::{self, AdminSetup, Settings, Shared, WorkerSetup, WorkerStats};
+use crate::worker::{self, Settings, Shared, WorkerSetup, WorkerStats};
+
+mod listeners;
+
+use listeners::{bind_admin, bind_listeners, share_listeners};
 
 /// Pending connections each listener's kernel queue holds.
 pub const LISTEN_BACKLOG: i32 = 1024;
@@ -201,17 +205,7 @@ impl Server {
         let conns = worker::conn_table(self.config.connections_max);
         let bufs = worker::buffer_table(&mut memories);
         // Before the workers, which hand it their lines from their first request on.
-        let spans: Vec<_> = memories.iter().map(|memory| memory.access_log).collect();
-        let access_log = access_log::Writer::start(
-            &self.config.access_log,
-            self.config.access_log_format,
-            &spans,
-        )
-        .map_err(|source| StartError::Io { step: "open access_log", source })?;
-        let (access_log, mut worker_logs) = match access_log {
-            Some((writer, logs)) => (Some(writer), logs.into_iter()),
-            None => (None, Vec::new().into_iter()),
-        };
+        let (access_log, mut worker_logs) = start_access_log(&self.config, &memories)?;
         for (index, (memory, listener)) in memories.into_iter().zip(listeners).enumerate() {
             let setup = WorkerSetup {
                 slots: slots.clone(),
@@ -256,82 +250,19 @@ impl Server {
     }
 }
 
-fn bind_listeners(
-    address: SocketAddr,
-    count: usize,
-) -> Result<Vec<std::net::TcpListener>, StartError> {
-    let mut listeners = Vec::with_capacity(count);
-    let mut address = address;
-    for _ in 0..count {
-        let listener = bind_one(address)
-            .map_err(|source| StartError::Io { step: "bind the listen address", source })?;
-        // Port 0: the first bind picks the port; the others share it through SO_REUSEPORT.
-        address = listener
-            .local_addr()
-            .map_err(|source| StartError::Io { step: "read the bound address", source })?;
-        listeners.push(listener);
-    }
-    Ok(listeners)
-}
-
-/// One listener per worker from the sockets given: socket `i` goes to workers `i`, `i + n`,
-/// ..., as duplicated descriptors of the same socket.
-fn share_listeners(
-    sockets: Vec<std::net::TcpListener>,
-    workers: usize,
-) -> Result<Vec<std::net::TcpListener>, StartError> {
-    let step = "give each inherited listening socket a worker";
-    if sockets.len() > workers {
-        let message = format!("{} sockets for {workers} workers", sockets.len());
-        return Err(StartError::Io {
-            step,
-            source: io::Error::new(io::ErrorKind::InvalidInput, message),
-        });
-    }
-    let mut listeners = Vec::with_capacity(workers);
-    for index in sockets.len()..workers {
-        let copy = sockets[index % sockets.len()].try_clone();
-        listeners.push(copy.map_err(|source| StartError::Io { step, source })?);
-    }
-    listeners.splice(0..0, sockets);
-    Ok(listeners)
-}
-
-/// What [`bind_admin`] bound: worker 0's setup, and the admin and agent addresses.
-type AdminBinding = (Option<AdminSetup>, Option<SocketAddr>, Option<SocketAddr>);
-
-/// Binds `admin_listen` and `agent_listen` when set (with SO_REUSEPORT, like the main listener,
-/// so that a replacement instance can bind them before the old one leaves), and renders the
-/// `/config` text.
-fn bind_admin(config: &Config, plan: &MemoryPlan) -> Result<AdminBinding, StartError> {
-    let bind = |address: Option<SocketAddr>, step: &'static str| {
-        let listener = address.map(bind_one).transpose();
-        let listener = listener.map_err(|source| StartError::Io { step, source })?;
-        let bound = listener.as_ref().map(|listener| listener.local_addr()).transpose();
-        let bound = bound.map_err(|source| StartError::Io { step, source })?;
-        Ok::<_, StartError>((listener, bound))
-    };
-    let (admin, admin_addr) = bind(config.admin_listen, "bind admin_listen")?;
-    let (agent, agent_addr) = bind(config.agent_listen, "bind agent_listen")?;
-    if admin.is_none() && agent.is_none() {
-        return Ok((None, None, None));
-    }
-    let setup = AdminSetup {
-        admin,
-        agent,
-        config_text: worker::config_text(config, plan),
-        slot_arena_bytes: plan.slot_arena_size,
-    };
-    Ok((Some(setup), admin_addr, agent_addr))
-}
-
-fn bind_one(address: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
+/// Opens the access log and starts its writer over each worker's access log span: the writer
+/// (`None` when the log is off) and each worker's side, in worker order (none when off).
+fn start_access_log(
+    config: &Config,
+    memories: &[cella_arena::WorkerMemory],
+) -> Result<(Option<access_log::Writer>, std::vec::IntoIter<access_log::WorkerLog>), StartError> {
+    let spans: Vec<_> = memories.iter().map(|memory| memory.access_log).collect();
+    let started = access_log::Writer::start(&config.access_log, config.access_log_format, &spans)
+        .map_err(|source| StartError::Io { step: "open access_log", source })?;
+    Ok(match started {
+        Some((writer, logs)) => (Some(writer), logs.into_iter()),
+        None => (None, Vec::new().into_iter()),
+    })
 }
 
 /// A started server. Dropping it drains it (up to its drain deadline) and unmaps its region.
