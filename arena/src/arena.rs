@@ -23,6 +23,11 @@ impl fmt::Display for AllocError {
 
 impl std::error::Error for AllocError {}
 
+/// What quarantine mode fills a released arena's used bytes with: a word of it
+/// (`0xa5a5a5a5a5a5a5a5`) is no canonical x86_64 address, so a pointer read from a stale
+/// allocation faults when followed, and a length or a count read from one is absurdly large.
+pub const QUARANTINE_FILL_BYTE: u8 = 0xa5;
+
 /// A bump allocator over a fixed span. It never grows and never calls the system allocator.
 ///
 /// Allocation moves a cursor up; freeing the most recent allocation moves it back, and so does
@@ -201,6 +206,13 @@ impl Arena {
         unsafe { self.wipe_unchecked() }
     }
 
+    /// [`Arena::wipe`], but filling the used bytes with `byte` instead of zeros: quarantine mode
+    /// fills them with [`QUARANTINE_FILL_BYTE`] (not zeros), so that a stale read is not mistaken for an empty value.
+    pub fn wipe_with(&mut self, byte: u8) {
+        // SAFETY: `&mut self` proves no allocation is still borrowed.
+        unsafe { self.wipe_unchecked_with(byte) }
+    }
+
     /// [`Arena::wipe`] through a shared reference, for the runtime, which tracks the end of a
     /// request itself (the routing allocator holds a raw pointer to the arena).
     ///
@@ -208,10 +220,17 @@ impl Arena {
     /// No reference to memory allocated from this arena may be used after this call, and the
     /// span must be writable (not quarantined).
     pub unsafe fn wipe_unchecked(&self) {
+        // SAFETY: our own contract.
+        unsafe { self.wipe_unchecked_with(0) }
+    }
+
+    /// # Safety
+    /// As for [`Arena::wipe_unchecked`].
+    unsafe fn wipe_unchecked_with(&self, byte: u8) {
         let used = self.peak.get() - self.start;
         // SAFETY: [start, peak) lies inside the span, which is writable, and nothing allocated
         // there is referenced any more (caller's contract).
-        unsafe { ptr::write_bytes(self.start as *mut u8, 0, used) };
+        unsafe { ptr::write_bytes(self.start as *mut u8, byte, used) };
         self.high_water_bytes.set(self.high_water_bytes.get().max(used));
         self.cursor.set(self.start);
         self.last.set(self.start);
@@ -275,6 +294,18 @@ mod tests {
             // SAFETY: the span is still valid; we read back what the wipe wrote.
             let after = unsafe { std::slice::from_raw_parts(first, 64) };
             assert!(after.iter().all(|&b| b == 0));
+        });
+    }
+
+    #[test]
+    fn a_quarantine_wipe_fills_the_used_bytes_with_the_pattern_and_resets() {
+        with_arena(256, |arena| {
+            let first = arena.try_alloc_slice_copy(&[1u8; 64]).unwrap().as_ptr();
+            arena.wipe_with(QUARANTINE_FILL_BYTE);
+            assert_eq!(arena.used_bytes(), 0);
+            // SAFETY: the span is still valid; we read back what the wipe wrote.
+            let after = unsafe { std::slice::from_raw_parts(first, 64) };
+            assert!(after.iter().all(|&b| b == QUARANTINE_FILL_BYTE));
         });
     }
 

@@ -28,7 +28,7 @@ mod route;
 pub mod state;
 mod sys;
 
-pub use arena::{AllocError, Arena};
+pub use arena::{AllocError, Arena, QUARANTINE_FILL_BYTE};
 pub use collections::{ArenaString, ArenaVec};
 pub use region::{
     Buffer, ConnectionMemory, Region, RegionError, RegionOptions, SlotMemory, Span, WorkerMemory,

@@ -2,9 +2,11 @@
 //! null pointer, keep a socket open while overrunning) or report what happened (drop counts).
 //! Built by `cargo test` (examples are), run by the black-box tests as a separate process.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cella::net::TcpStream;
@@ -167,8 +169,73 @@ fn main() -> std::process::ExitCode {
                 }),
             )
     };
-    let app = move || ladder_endpoints(app());
+    // Built at startup (in the system heap), written by a handler: the escape check's `full`.
+    let shared_text = Arc::new(std::sync::Mutex::new(String::new()));
+    let app = move || escape_endpoints(ladder_endpoints(app()), shared_text.clone());
     cella::cli::main_with(std::env::args_os(), app)
+}
+
+/// A lazily initialised static whose first initialisation happens inside a handler.
+static FIRST_PATH: OnceLock<String> = OnceLock::new();
+/// An address inside some request's arena, kept past that request (tests/escape.rs).
+static LEAKED: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// A thread-local filled inside a handler.
+    static FILLED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Endpoints that keep memory of their request's arena past the request, on purpose: what the
+/// escape check and quarantine mode must catch (tests/escape.rs).
+fn escape_endpoints(router: cella::Router, shared_text: Arc<Mutex<String>>) -> cella::Router {
+    router
+        .get(
+            "/escape/static",
+            handler_fn(|request| {
+                Response::text(
+                    FIRST_PATH.get_or_init(|| format!("first set by {}", request.path())).clone(),
+                )
+            }),
+        )
+        .get(
+            "/escape/thread-local",
+            handler_fn(|_| {
+                let len = FILLED.with(|filled| {
+                    let mut filled = filled.borrow_mut();
+                    if filled.is_empty() {
+                        filled.extend_from_slice(&[7u8; 300]);
+                    }
+                    filled.iter().map(|&byte| usize::from(byte)).sum::<usize>()
+                });
+                Response::text(len.to_string())
+            }),
+        )
+        .get(
+            "/escape/heap",
+            handler_fn(move |_| {
+                let Ok(mut text) = shared_text.lock() else { return Response::text("poisoned") };
+                if text.is_empty() {
+                    text.push_str("written by a handler");
+                }
+                Response::text(text.clone())
+            }),
+        )
+        .get(
+            "/escape/leak",
+            handler_fn(|_| {
+                let kept: &'static mut [u8; 64] = Box::leak(Box::new([42u8; 64]));
+                LEAKED.store(kept.as_ptr() as usize, Ordering::Relaxed);
+                Response::text("leaked")
+            }),
+        )
+        .get(
+            "/escape/read-leaked",
+            handler_fn(|_| {
+                let address = LEAKED.load(Ordering::Relaxed) as *const u8;
+                // SAFETY: none: this endpoint reads memory of a finished request on purpose.
+                Response::text(unsafe { std::ptr::read_volatile(address) }.to_string())
+            }),
+        )
 }
 
 /// Endpoints that climb the cancellation ladder (tests/ladder.rs).

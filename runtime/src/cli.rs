@@ -12,6 +12,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use crate::ffi::Plugin;
 use crate::handler::Handler;
 use crate::{sys, Config, Server};
+use cella_shared::config::{ConfigValue, EscapeCheck};
 
 /// Flags that set a config key, with the key they set.
 const KEY_FLAGS: &[(&str, &str, &str)] = &[
@@ -210,6 +211,7 @@ fn serve(config: Config, handler: impl Handler) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
+    let escape_check = config.escape_check;
     let (mut notify, notify_error) = crate::systemd::Notifier::from_env();
     if let Some(message) = notify_error {
         eprintln!("cella: warning: {message}");
@@ -236,6 +238,14 @@ fn serve(config: Config, handler: impl Handler) -> ExitCode {
         }
     };
     eprintln!("cella: memory plan: {}", server.plan());
+    if escape_check != EscapeCheck::Off {
+        let what = if escape_check == EscapeCheck::Full { "statics and heap" } else { "statics" };
+        eprintln!(
+            "cella: escape_check = {}: {} bytes of {what} scanned when a slot is released",
+            escape_check.to_text(),
+            server.escape_check_bytes(),
+        );
+    }
     if let Some(addr) = server.admin_addr() {
         eprintln!("cella: admin listener on http://{addr} (/metrics /livez /readyz /config)");
     }
@@ -292,6 +302,13 @@ fn serve(config: Config, handler: impl Handler) -> ExitCode {
         eprintln!(
             "cella: access log: {} lines, {} dropped (a worker's access_log_buffer_size was full)",
             stats.access_log_lines, stats.access_log_dropped
+        );
+    }
+    if stats.escapes > 0 {
+        eprintln!(
+            "cella: the escape check found {} words pointing into released arenas; {} slots \
+             retired",
+            stats.escapes, stats.slots_retired
         );
     }
     eprintln!("cella: drained; system allocator calls after startup: {calls}");

@@ -6,6 +6,12 @@
 //! The free list is a Treiber stack of indexes whose head carries a 32-bit tag bumped on every
 //! change, so a pop that read a stale `next` fails its compare-exchange instead of corrupting
 //! the list (the ABA problem).
+//!
+//! In quarantine mode the slots' pool is first-in-first-out instead ([`IndexPool::fifo`]): a
+//! released slot is claimed again last, so its arena stays inaccessible as long as possible and
+//! a stale access to it faults instead of landing in the same slot's next request. Each free
+//! index carries the stamp of its release, and a pop takes the oldest with a compare-exchange
+//! (O(capacity) per pop: a debugging mode's price; still no lock).
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -19,6 +25,11 @@ pub(crate) struct IndexPool {
     /// Per index: the index below it plus one (0 = bottom). Only read for an index on the stack.
     next: Box<[AtomicU32]>,
     free: AtomicUsize,
+    /// Indexes taken and never given back ([`Owned::retire`]).
+    retired: AtomicUsize,
+    /// First-in-first-out mode: per index, the stamp of its release (0: taken), and the next
+    /// stamp. The stack above is then unused.
+    fifo: Option<(Box<[AtomicU64]>, AtomicU64)>,
 }
 
 impl IndexPool {
@@ -30,11 +41,45 @@ impl IndexPool {
             head: AtomicU64::new(if capacity == 0 { 0 } else { 1 }),
             next: next.collect(),
             free: AtomicUsize::new(capacity),
+            retired: AtomicUsize::new(0),
+            fifo: None,
+        }
+    }
+
+    /// A first-in-first-out pool holding every index of `0..capacity`, lowest first.
+    pub(crate) fn fifo(capacity: usize) -> IndexPool {
+        let stamps = (0..capacity).map(|index| AtomicU64::new(index as u64 + 1)).collect();
+        let pool = IndexPool::full(capacity);
+        IndexPool { fifo: Some((stamps, AtomicU64::new(capacity as u64 + 1))), ..pool }
+    }
+
+    /// The oldest free index of a first-in-first-out pool.
+    fn pop_oldest(&self, stamps: &[AtomicU64]) -> Option<usize> {
+        loop {
+            // Acquire: pairs with the Release store of the push that freed each index.
+            let oldest = stamps
+                .iter()
+                .enumerate()
+                .map(|(index, stamp)| (index, stamp.load(Ordering::Acquire)))
+                .filter(|&(_, stamp)| stamp != 0)
+                .min_by_key(|&(_, stamp)| stamp)?;
+            let (index, stamp) = oldest;
+            // AcqRel: acquires the entry from its pusher; fails when another pop took it first.
+            let taken =
+                stamps[index].compare_exchange(stamp, 0, Ordering::AcqRel, Ordering::Relaxed);
+            if taken.is_ok() {
+                // Relaxed: a gauge.
+                self.free.fetch_sub(1, Ordering::Relaxed);
+                return Some(index);
+            }
         }
     }
 
     /// Takes a free index, or `None` when every index is taken.
     pub(crate) fn pop(&self) -> Option<usize> {
+        if let Some((stamps, _)) = &self.fifo {
+            return self.pop_oldest(stamps);
+        }
         // Acquire: pairs with the Release of the push that put the top index there, so its
         // `next` (and the entry's contents) are visible.
         let mut head = self.head.load(Ordering::Acquire);
@@ -62,6 +107,15 @@ impl IndexPool {
     /// Gives `index` back. The caller must own it (it popped it and has not pushed it since).
     pub(crate) fn push(&self, index: usize) {
         assert!(index < self.next.len(), "index {index} is not in the pool");
+        if let Some((stamps, clock)) = &self.fifo {
+            // Relaxed: the stamps only need to be distinct and increasing.
+            let stamp = clock.fetch_add(1, Ordering::Relaxed);
+            // Release: publishes the entry to the pop that takes it (its AcqRel exchange).
+            stamps[index].store(stamp, Ordering::Release);
+            // Relaxed: a gauge.
+            self.free.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         // Relaxed: the value is only used as the expected value of the compare-exchange.
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
@@ -115,12 +169,25 @@ impl<T> SharedTable<T> {
         SharedTable { cells: entries.into_iter().map(UnsafeCell::new).collect(), pool }
     }
 
+    /// A table whose free entries are claimed first-in-first-out (quarantine mode's slots).
+    pub(crate) fn new_fifo(entries: Vec<T>) -> SharedTable<T> {
+        let pool = IndexPool::fifo(entries.len());
+        SharedTable { cells: entries.into_iter().map(UnsafeCell::new).collect(), pool }
+    }
+
     pub(crate) fn pool(&self) -> &IndexPool {
         &self.pool
     }
 
     pub(crate) fn len(&self) -> usize {
         self.cells.len()
+    }
+
+    /// The addresses of the entries, `(start, end)`: the escape check leaves the runtime's own
+    /// tables out of the heap it scans (their entries point into the region on purpose).
+    pub(crate) fn address_range(&self) -> (usize, usize) {
+        let start = self.cells.as_ptr() as usize;
+        (start, start + std::mem::size_of_val::<[UnsafeCell<T>]>(&self.cells))
     }
 }
 
@@ -150,6 +217,15 @@ impl<T> Owned<T> {
         assert!(self.owned[index], "only an owned entry is released");
         self.owned[index] = false;
         self.table.pool.push(index);
+    }
+
+    /// Keeps an owned entry out of the pool for good (a slot whose memory something still
+    /// points to); returns how many entries of the table are retired now.
+    pub(crate) fn retire(&mut self, index: usize) -> usize {
+        assert!(self.owned[index], "only an owned entry is retired");
+        self.owned[index] = false;
+        // AcqRel: each retirement gets its own count, so exactly one worker sees the last.
+        self.table.pool.retired.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// Entries in the whole table (owned by this worker or not).
@@ -202,8 +278,28 @@ mod tests {
     }
 
     #[test]
+    fn a_fifo_pool_gives_back_the_index_released_longest_ago() {
+        let pool = IndexPool::fifo(3);
+        assert_eq!((pool.pop(), pool.pop()), (Some(0), Some(1)));
+        pool.push(1);
+        pool.push(0);
+        assert_eq!((pool.pop(), pool.pop(), pool.pop()), (Some(2), Some(1), Some(0)));
+        assert_eq!((pool.pop(), pool.free_count()), (None, 0));
+        pool.push(0);
+        assert_eq!((pool.pop(), pool.free_count()), (Some(0), 0));
+    }
+
+    #[test]
     fn threads_never_hold_the_same_index_at_once() {
-        let table = Arc::new(SharedTable::new((0..8).map(|_| AtomicUsize::new(0)).collect()));
+        for fifo in [false, true] {
+            threads_never_hold_the_same_index_at_once_in(fifo);
+        }
+    }
+
+    fn threads_never_hold_the_same_index_at_once_in(fifo: bool) {
+        let entries = (0..8).map(|_| AtomicUsize::new(0)).collect();
+        let table =
+            Arc::new(if fifo { SharedTable::new_fifo(entries) } else { SharedTable::new(entries) });
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let table = table.clone();

@@ -49,12 +49,16 @@ pub const SMALL: &[&str] = &[
     "request_body_size_max=64KiB",
 ];
 
-/// A server process, stopped (SIGKILL) on drop if still running.
+/// A server process, stopped (SIGKILL) on drop if still running. Dropped, it fails the test
+/// when the server wrote a `cella: escape:` line (`escape_check`, which CI sets to `full` for
+/// the whole suite) and the test did not say it expects one ([`ServerProcess::expect_escapes`]):
+/// every other app must keep nothing of a request past it.
 pub struct ServerProcess {
     child: Child,
     addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
     stderr_reader: Option<thread::JoinHandle<()>>,
+    escapes_expected: bool,
 }
 
 impl ServerProcess {
@@ -121,8 +125,20 @@ impl ServerProcess {
             panic!("no ready line (got {line:?}); stderr: {}", stderr.lock().unwrap());
         };
         let addr = addr.parse().expect("ready line has an address");
-        let server = ServerProcess { child, addr, stderr, stderr_reader: Some(stderr_reader) };
+        let server = ServerProcess {
+            child,
+            addr,
+            stderr,
+            stderr_reader: Some(stderr_reader),
+            escapes_expected: false,
+        };
         (server, reader.expect("a ready line came with its reader"))
+    }
+
+    /// This server's app leaves memory behind on purpose: `cella: escape:` lines are expected.
+    pub fn expect_escapes(mut self) -> ServerProcess {
+        self.escapes_expected = true;
+        self
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -207,6 +223,16 @@ impl Drop for ServerProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        if self.escapes_expected || thread::panicking() {
+            return;
+        }
+        // The pipe is closed now: the reader has every line once it ends.
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        let stderr = self.stderr();
+        let escape = stderr.lines().find(|line| line.starts_with("cella: escape:"));
+        assert!(escape.is_none(), "the server reported an escape nobody expected: {stderr}");
     }
 }
 

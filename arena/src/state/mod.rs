@@ -18,6 +18,12 @@
 //! overflowing inside the allocator): before taking the lock, [`probe_stack`] touches
 //! [`STACK_HEADROOM_BYTES`] below the caller, so an overflow happens there, before the lock.
 //!
+//! **Freed bytes are zeroed** (in `dealloc`, and the tail given up by a shrink in place): the
+//! escape check (`escape_check = full`) scans the span between the lowest and the highest byte
+//! ever handed out ([`scan_extent`]) for words pointing into a released arena, and a stale
+//! word in a freed block must not read as one. It also means no request's bytes outlive their
+//! block for another request to find.
+//!
 //! Several regions may live in one process (tests); each registers its heap in [`HEAPS`] by
 //! address range, and allocations go to the most recently installed one.
 
@@ -61,6 +67,10 @@ pub struct StateHeap {
     high_water_bytes: AtomicU64,
     /// Allocations refused because the heap was full.
     failures: AtomicU64,
+    /// The lowest address and the highest end of any block handed out (`usize::MAX` and 0
+    /// before the first): what the escape check scans.
+    low: AtomicUsize,
+    high: AtomicUsize,
 }
 
 // SAFETY: `talc` is only reached through `with_lock`, which holds `locked` (Acquire on taking it,
@@ -77,7 +87,18 @@ impl StateHeap {
             used_bytes: AtomicU64::new(0),
             high_water_bytes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            low: AtomicUsize::new(usize::MAX),
+            high: AtomicUsize::new(0),
         }
+    }
+
+    /// Widens the extent the escape check scans to cover `[block, block + size)`.
+    fn extend(&self, block: usize, size: usize) {
+        // Relaxed (both): a bound read by the escape check, which reads the words themselves
+        // with no ordering either (a block handed out on another worker at the same moment
+        // cannot hold a pointer into the arena being released).
+        self.low.fetch_min(block, Ordering::Relaxed);
+        self.high.fetch_max(block.saturating_add(size), Ordering::Relaxed);
     }
 
     fn is_installed(&self) -> bool {
@@ -143,6 +164,7 @@ impl StateHeap {
         match block {
             Some(block) => {
                 self.account(layout.size(), 0);
+                self.extend(block.as_ptr() as usize, layout.size());
                 block.as_ptr()
             }
             None => {
@@ -158,6 +180,9 @@ impl StateHeap {
     /// # Safety
     /// `block` was allocated by this heap with `layout` and is not used afterwards.
     pub unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        // Zeroed before talc takes it back (see the module comment).
+        // SAFETY: the block is ours, `layout.size()` bytes, and unused from now (our contract).
+        unsafe { ptr::write_bytes(block, 0, layout.size()) };
         // SAFETY: forwarded from our contract.
         self.with_lock(|talc| unsafe { talc.deallocate(block, layout) });
         self.account(0, layout.size());
@@ -168,10 +193,17 @@ impl StateHeap {
     /// # Safety
     /// `block` was allocated by this heap with `layout`; `new_size` is non-zero.
     pub unsafe fn resize_in_place(&self, block: *mut u8, layout: Layout, new_size: usize) -> bool {
+        if new_size < layout.size() {
+            // The tail a shrink gives up is zeroed while still ours (see the module comment);
+            // should the shrink fail, the caller keeps only the first `new_size` bytes anyway.
+            // SAFETY: `[new_size, size)` lies inside the block, which is ours (our contract).
+            unsafe { ptr::write_bytes(block.add(new_size), 0, layout.size() - new_size) };
+        }
         // SAFETY: forwarded from our contract.
         let resized =
             self.with_lock(|talc| unsafe { talc.try_realloc_in_place(block, layout, new_size) });
         if resized {
+            self.extend(block as usize, new_size);
             self.account(
                 new_size.saturating_sub(layout.size()),
                 layout.size().saturating_sub(new_size),
@@ -231,6 +263,8 @@ pub unsafe fn install(span: Span) -> Option<usize> {
         heap.used_bytes.store(0, Ordering::Relaxed);
         heap.high_water_bytes.store(0, Ordering::Relaxed);
         heap.failures.store(0, Ordering::Relaxed);
+        heap.low.store(usize::MAX, Ordering::Relaxed);
+        heap.high.store(0, Ordering::Relaxed);
         // Release (both): pair with the Acquire loads in `contains`; the range is published
         // before any block of the heap is handed out (that needs `ACTIVE`, stored after).
         heap.end.store(span.end(), Ordering::Release);
@@ -294,6 +328,20 @@ pub fn stats() -> StateHeapStats {
         high_water_bytes: heap.high_water_bytes.load(Ordering::Relaxed),
         failures: heap.failures.load(Ordering::Relaxed),
     }
+}
+
+/// The part of the active state heap the escape check scans: from the lowest byte ever handed
+/// out to the highest end, `(start, end)`; `None` when no heap is installed or nothing was ever
+/// allocated. Freed bytes inside it are zero (see the module comment); talc's own bookkeeping
+/// there points only into the heap itself.
+pub fn scan_extent() -> Option<(usize, usize)> {
+    let heap = active()?;
+    // Acquire: pairs with the Release stores in `install`.
+    let (start, end) = (heap.start.load(Ordering::Acquire), heap.end.load(Ordering::Acquire));
+    // Relaxed (both): see `StateHeap::extend`.
+    let low = heap.low.load(Ordering::Relaxed).max(start);
+    let high = heap.high.load(Ordering::Relaxed).min(end);
+    (low < high).then_some((low, high))
 }
 
 /// Whether `address` lies in a state heap.

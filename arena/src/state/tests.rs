@@ -58,6 +58,35 @@ fn state_heap_blocks_never_overlap_stay_in_bounds_and_are_reused_after_free() {
 }
 
 #[test]
+fn freed_and_shrunk_away_bytes_are_zeroed_and_the_scan_extent_covers_every_block() {
+    let test_heap = TestHeap::new(256 << 10);
+    let heap = test_heap.heap();
+    let layout = Layout::from_size_align(512, 8).unwrap();
+    // SAFETY: non-zero sizes; each block is written within its size and freed once.
+    unsafe {
+        let kept = heap.alloc(layout);
+        let freed = heap.alloc(layout);
+        ptr::write_bytes(kept, 0xAB, 512);
+        ptr::write_bytes(freed, 0xCD, 512);
+        let (low, high) = (heap.low.load(Ordering::Relaxed), heap.high.load(Ordering::Relaxed));
+        for block in [kept as usize, freed as usize] {
+            assert!(low <= block && block + 512 <= high, "the extent covers {block:#x}");
+        }
+        // No word the request wrote survives where it gave the bytes up (talc writes its own
+        // links and sizes into a free chunk, so it is not all zero).
+        let words = |block: *mut u8, from: usize, to: usize| {
+            std::slice::from_raw_parts(block.add(from).cast::<u64>(), (to - from) / 8).to_vec()
+        };
+        assert!(heap.resize_in_place(kept, layout, 128));
+        assert!(!words(kept, 128, 512).contains(&0xABAB_ABAB_ABAB_ABAB), "the tail is zeroed");
+        assert!(words(kept, 0, 128).iter().all(|&w| w == 0xABAB_ABAB_ABAB_ABAB), "kept as is");
+        heap.dealloc(freed, layout);
+        assert!(!words(freed, 0, 512).contains(&0xCDCD_CDCD_CDCD_CDCD), "a freed block is zeroed");
+        heap.dealloc(kept, Layout::from_size_align(128, 8).unwrap());
+    }
+}
+
+#[test]
 fn a_full_state_heap_refuses_with_null_and_counts_it() {
     let test_heap = TestHeap::new(64 << 10);
     let heap = test_heap.heap();

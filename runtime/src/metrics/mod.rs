@@ -303,6 +303,10 @@ pub(crate) struct Totals {
     pub(crate) probes: u64,
     pub(crate) access_log_lines: u64,
     pub(crate) access_log_dropped: u64,
+    /// Words the escape check found pointing into released arenas.
+    pub(crate) escapes: u64,
+    /// Slots retired because of them.
+    pub(crate) slots_retired: u64,
 }
 
 impl Totals {
@@ -323,6 +327,8 @@ impl Totals {
             probes: 0,
             access_log_lines: 0,
             access_log_dropped: 0,
+            escapes: 0,
+            slots_retired: 0,
         };
         // Relaxed: statistics; nothing is ordered by them.
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -354,6 +360,8 @@ impl Totals {
                 totals.access_log_lines.wrapping_add(load(&metrics.access_log_lines));
             totals.access_log_dropped =
                 totals.access_log_dropped.wrapping_add(load(&metrics.access_log_dropped));
+            totals.escapes = totals.escapes.wrapping_add(load(&worker.escapes));
+            totals.slots_retired = totals.slots_retired.wrapping_add(load(&worker.slots_retired));
         }
         totals
     }

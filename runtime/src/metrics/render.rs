@@ -77,13 +77,26 @@ fn render_gauges(
     gauges: &Gauges,
 ) -> Result<(), Full> {
     let busy = |all: u64, free: u64| all.saturating_sub(free);
-    let series: [(&str, &str, &str, u64); 13] = [
+    let series: [(&str, &str, &str, u64); 15] = [
         ("cella_slots", "gauge", "Slots of the instance.", gauges.slots),
         (
             "cella_slots_busy",
             "gauge",
             "Slots held by requests now.",
-            busy(gauges.slots, gauges.slots_free),
+            busy(gauges.slots, gauges.slots_free).saturating_sub(totals.slots_retired),
+        ),
+        (
+            "cella_slots_retired",
+            "gauge",
+            "Slots retired for good because the escape check found memory outside the request \
+             pointing into their arena.",
+            totals.slots_retired,
+        ),
+        (
+            "cella_escapes_total",
+            "counter",
+            "Words the escape check found pointing into the arena of a released slot.",
+            totals.escapes,
         ),
         ("cella_slot_arena_bytes", "gauge", "Arena of each slot.", gauges.slot_arena_bytes),
         (
@@ -403,6 +416,8 @@ mod tests {
             probes: big,
             access_log_lines: big,
             access_log_dropped: big,
+            escapes: big,
+            slots_retired: big,
         };
         let gauges = Gauges {
             slots: big,

@@ -14,6 +14,7 @@ use cella_arena::{Region, RegionError, RegionOptions};
 use cella_shared::{Config, ConfigError, MemoryPlan};
 
 use crate::access_log;
+use crate::escape;
 use crate::handler::Handler;
 use crate::worker::{self, Settings, Shared, WorkerSetup, WorkerStats};
 
@@ -127,6 +128,11 @@ pub struct Stats {
     pub access_log_lines: u64,
     /// Access log lines dropped because a worker's buffer was full.
     pub access_log_dropped: u64,
+    /// Words the escape check (`escape_check`) found pointing into the arena of a released
+    /// slot: memory a request left behind.
+    pub escapes: u64,
+    /// Slots retired (never reused) because of such words.
+    pub slots_retired: u64,
 }
 
 /// A server ready to start.
@@ -195,12 +201,19 @@ impl Server {
             stats: (0..plan.workers).map(|_| WorkerStats::default()).collect(),
             wakers: Mutex::new(Vec::with_capacity(plan.workers)),
             alive: AtomicUsize::new(plan.workers),
+            stack_markers: (0..plan.workers).map(|_| AtomicUsize::new(0)).collect(),
+            escape: std::sync::OnceLock::new(),
         });
         let settings = Arc::new(Settings::new(&self.config));
         let ready = Arc::new(Barrier::new(plan.workers + 1));
         let setup_error = Arc::new(Mutex::new(None));
         let mut threads = Vec::with_capacity(plan.workers);
         let mut memories = region.carve();
+        if self.config.quarantine {
+            let arenas = memories.iter().flat_map(|memory| &memory.slots);
+            let ends = arenas.map(|(slot, _)| slot.arena.end()).collect();
+            crate::quarantine::record(ends, plan.slot_arena_size as usize);
+        }
         let slots = worker::slot_table(&mut memories, &settings);
         let conns = worker::conn_table(self.config.connections_max);
         let bufs = worker::buffer_table(&mut memories);
@@ -229,6 +242,18 @@ impl Server {
             threads.push(thread);
         }
         ready.wait();
+        // Every worker is set up and none is sealed yet: the heap is as it will stay.
+        let tables = [slots.address_range(), conns.address_range()];
+        // The workers wait for the scope before they seal; on failure they get one that scans
+        // nothing, and the start fails below.
+        let step = "read /proc/self/maps for escape_check = full";
+        let (scope, scope_result) =
+            match escape::Scope::at_seal(self.config.escape_check, &region, tables, &shared) {
+                Ok(scope) => (scope, Ok(())),
+                Err(source) => (escape::Scope::off(), Err(StartError::Io { step, source })),
+            };
+        let _ = shared.escape.set(scope);
+        ready.wait();
         let server = RunningServer {
             local_addr,
             plan,
@@ -245,6 +270,10 @@ impl Server {
         if let Some(message) = failed {
             drop(server);
             return Err(StartError::Worker(message));
+        }
+        if let Err(error) = scope_result {
+            drop(server);
+            return Err(error);
         }
         Ok(server)
     }
@@ -301,6 +330,13 @@ impl RunningServer {
         self.agent_addr
     }
 
+    /// Bytes the escape check (`escape_check`) reads when a slot is released: the statics and,
+    /// with `full`, the heap as it was at the seal (each worker's thread-locals and the state
+    /// heap's used extent come on top).
+    pub fn escape_check_bytes(&self) -> usize {
+        self.shared.escape.get().map_or(0, |scope| scope.bytes())
+    }
+
     pub fn stats(&self) -> Stats {
         let mut stats =
             Stats { sealed_system_calls: cella_arena::sealed_system_calls(), ..Stats::default() };
@@ -328,6 +364,8 @@ impl RunningServer {
         stats.io_buffer_waits = totals.io_buffer_waits;
         stats.access_log_lines = totals.access_log_lines;
         stats.access_log_dropped = totals.access_log_dropped;
+        stats.escapes = totals.escapes;
+        stats.slots_retired = totals.slots_retired;
         stats
     }
 

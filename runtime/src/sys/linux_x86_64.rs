@@ -115,7 +115,9 @@ extern "C" fn on_fault(
             cancel::Trap::Retry => return,
             cancel::Trap::NotOurs => {}
         }
-        if cancel::in_handler() {
+        if crate::quarantine::report_fault(fault_address) {
+            // Named: the generic line below would say less.
+        } else if cancel::in_handler() {
             write_stderr(b"cella: fatal: a handler faulted outside its stack guard page (a bad pointer, not an overrun); the process cannot recover safely and crashes\n");
         }
         // Not ours: put back the previous action and return; the faulting instruction runs

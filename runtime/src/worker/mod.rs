@@ -24,6 +24,7 @@ mod bodies;
 mod buffers;
 mod conn;
 mod deadlines;
+mod escapes;
 mod observe;
 mod probes;
 mod read;
@@ -68,7 +69,12 @@ pub(crate) fn slot_table(
             Slot::new(memory, arena, SlotSockets::new(sockets_max, token_base))
         })
         .collect();
-    Arc::new(SharedTable::new(slots))
+    // Quarantine: a released slot is claimed again last (see `pool.rs`).
+    Arc::new(if settings.quarantine {
+        SharedTable::new_fifo(slots)
+    } else {
+        SharedTable::new(slots)
+    })
 }
 
 /// The instance's connection table: `connections_max` entries, any worker may take any.
@@ -115,6 +121,10 @@ pub(crate) struct WorkerStats {
     pub body_slots_full: AtomicU64,
     /// Requests cut off (408) because their body arrived slower than the minimum rate.
     pub body_too_slow: AtomicU64,
+    /// Words found pointing into a released slot's arena by the escape check.
+    pub escapes: AtomicU64,
+    /// Slots this worker retired after the escape check found such words.
+    pub slots_retired: AtomicU64,
     /// Slow heads answered 408 to give their I/O buffer pair to a waiting connection.
     pub slow_head_evictions: AtomicU64,
     /// Times a connection with bytes to read found every I/O buffer pair lent.
@@ -141,6 +151,12 @@ pub(crate) struct Shared {
     pub stats: Box<[WorkerStats]>,
     pub wakers: Mutex<Vec<Arc<Waker>>>,
     pub alive: AtomicUsize,
+    /// An address on each worker's stack, stored before the seal: the escape check leaves the
+    /// stacks out of the heap it scans.
+    pub stack_markers: Box<[AtomicUsize]>,
+    /// What the escape check scans, set by the controlling thread between the two meetings at
+    /// `ready` (every worker set up, none sealed yet), and never changed.
+    pub escape: std::sync::OnceLock<crate::escape::Scope>,
 }
 
 pub(crate) struct WorkerSetup {
@@ -207,13 +223,21 @@ pub(crate) struct Worker {
     admin: Option<admin::AdminPort>,
     /// This worker's access log ring (`observe.rs`), when the access log is on.
     access_log: Option<crate::access_log::WorkerLog>,
+    /// This worker's TLS blocks, which the escape check scans.
+    tls: crate::escape::ThreadScope,
 }
 
-/// Runs a worker: sets up, meets the other workers at `ready`, then serves until shutdown.
+/// Runs a worker: sets up, meets the other workers at `ready` twice (once every worker is set
+/// up; again once the controlling thread has found what the escape check scans), then serves
+/// until shutdown.
 pub(crate) fn run(setup: WorkerSetup) {
     let ready = setup.ready.clone();
     let setup_error = setup.setup_error.clone();
     let shared = setup.shared.clone();
+    let stack_marker = 0u8;
+    // Relaxed: read by the controlling thread after the barrier, which orders it.
+    shared.stack_markers[setup.index]
+        .store(std::hint::black_box(&stack_marker) as *const u8 as usize, Ordering::Relaxed);
     let worker = Worker::new(setup);
     let mut worker = match worker {
         Ok(worker) => worker,
@@ -222,10 +246,12 @@ pub(crate) fn run(setup: WorkerSetup) {
                 slot.get_or_insert(error.to_string());
             }
             ready.wait();
+            ready.wait();
             shared.alive.fetch_sub(1, Ordering::AcqRel);
             return;
         }
     };
+    ready.wait();
     ready.wait();
     cella_arena::seal_current_thread();
     worker.serve();
@@ -282,6 +308,8 @@ impl Worker {
             arena_high_water_bytes: 0,
             admin: admin.transpose()?,
             access_log: setup.access_log,
+            // After `prepare_thread`, which allocates the TLS of the handler's libraries.
+            tls: crate::escape::ThreadScope::of_current_thread(),
         })
     }
 

@@ -23,6 +23,8 @@ pub(crate) struct Settings {
     pub slot_wait_timeout: Duration,
     pub retry_after_s: u64,
     pub quarantine: bool,
+    /// What a released slot's escape check scans (`worker/escapes.rs`).
+    pub escape_check: crate::escape::EscapeCheck,
     pub fault_injection: bool,
     pub slot_sockets_max: usize,
     /// Slots that bodies still arriving may hold at once (`body_slots_max`, resolved).
@@ -65,6 +67,7 @@ impl Settings {
             slot_wait_timeout: ms(config.slot_wait_timeout_ms),
             retry_after_s: config.retry_after_s,
             quarantine: config.quarantine,
+            escape_check: config.escape_check,
             fault_injection: config.fault_injection,
             slot_sockets_max: config.slot_sockets_max,
             liveness_path: config.liveness_path.as_str().into(),

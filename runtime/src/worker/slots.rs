@@ -206,13 +206,15 @@ impl Worker {
             self.waiting_slots + usize::from(wake_at.is_some()) - usize::from(previous.is_some());
     }
 
-    /// Wipes a slot whose task has ended and puts it back in the pool.
+    /// Wipes a slot whose task has ended and puts it back in the pool, or retires it when the
+    /// escape check finds something still pointing into its arena.
     pub(super) fn release_slot(&mut self, slot_index: usize) {
         self.set_wake_at(slot_index, None);
         let slot = &mut self.slots[slot_index];
         debug_assert!(slot.task.is_none(), "a slot is released only after its task ended");
         slot.response = None;
-        slot.request = None;
+        // Kept until the escape check has named it (its bytes are in the arena, not wiped yet).
+        let request = slot.request.take();
         // The sockets' descriptors are in the fd table too: closed with it entered, they leave
         // it, so nothing is closed twice (a number closed twice may be another worker's by then).
         // SAFETY: the table lives in the slot; `leave` follows at once.
@@ -235,7 +237,21 @@ impl Worker {
         // Before the wipe, which resets the request's peak.
         let request_peak = slot.arena.peak_bytes() as u64;
         self.shared.stats[self.index].metrics.arena_high_water_bytes.observe(request_peak);
-        slot.arena.wipe();
+        if !self.retire_if_escaped(slot_index, request) {
+            self.wipe_and_free(slot_index);
+        }
+        self.wipe_reserve_if_unheld();
+        self.admit_slot_waiters();
+    }
+
+    /// The end of a slot's release: wipes its arena and gives it back to the pool.
+    fn wipe_and_free(&mut self, slot_index: usize) {
+        let slot = &mut self.slots[slot_index];
+        if self.settings.quarantine {
+            slot.arena.wipe_with(cella_arena::QUARANTINE_FILL_BYTE);
+        } else {
+            slot.arena.wipe();
+        }
         let high_water = slot.arena.high_water_bytes();
         if high_water > self.arena_high_water_bytes {
             self.arena_high_water_bytes = high_water;
@@ -248,8 +264,6 @@ impl Worker {
             slot.memory.arena.protect(false).expect("quarantining a slot succeeds");
         }
         self.slots.release(slot_index);
-        self.wipe_reserve_if_unheld();
-        self.admit_slot_waiters();
     }
 
     /// Lets connections waiting for a slot try again while the instance has free slots (one

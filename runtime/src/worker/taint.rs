@@ -18,33 +18,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Worker;
+use crate::line::Line;
+use crate::slot_request::RawRequest;
 use crate::sys;
 
 /// The exit status of an instance that escalated (EX_SOFTWARE, sysexits(3)).
 pub(super) const EXIT_TAINTED: i32 = 70;
 /// How long the other workers get to finish their requests once a worker is tainted.
 pub(super) const TAINTED_DRAIN_MAX: Duration = Duration::from_secs(3);
-/// Longest part of the cancelled request's path that is logged (client bytes).
-const PATH_BYTES_MAX: usize = 120;
-
-/// A fixed line that replaces control bytes and drops what does not fit.
-struct Line {
-    bytes: [u8; 400],
-    len: usize,
-}
-
-impl Write for Line {
-    fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        for byte in text.bytes() {
-            if self.len == self.bytes.len() - 1 {
-                break;
-            }
-            self.bytes[self.len] = if byte.is_ascii_control() { b'?' } else { byte };
-            self.len += 1;
-        }
-        Ok(())
-    }
-}
 
 /// What std was left holding on this thread by an abandoned stack, if anything.
 fn taint_cause() -> Option<&'static str> {
@@ -64,28 +45,26 @@ impl Worker {
         let stack = &self.slots[slot_index].memory.stack;
         crate::log::release_abandoned(stack.ptr.as_ptr() as usize, stack.end());
         if let Some(cause) = taint_cause() {
-            self.escalate(cause, slot_index);
+            let request = self.slots[slot_index].request;
+            self.escalate(cause, request, "last request cancelled");
         }
     }
 
-    fn escalate(&mut self, cause: &str, slot_index: usize) -> ! {
-        let mut line = Line { bytes: [0; 400], len: 0 };
+    /// Escalates: one line naming the worker, `cause` and `request` (`what` says which: the
+    /// one cancelled last, or the one released last), then the exit described in the module
+    /// comment. `request`'s memory must still be its slot's (not wiped).
+    pub(super) fn escalate(&mut self, cause: &str, request: Option<RawRequest>, what: &str) -> ! {
+        let mut line = Line::new();
         let _ = write!(line, "cella: fatal: worker {} is tainted: {cause}", self.index);
-        if let Some(raw) = self.slots[slot_index].request {
-            // SAFETY: the slot keeps the request's memory until it is released, which has not
-            // happened yet (the caller still holds the slot).
+        if let Some(raw) = request {
+            // SAFETY: the caller holds the slot, not released yet, or retired it (its arena is
+            // never wiped): the request's memory is still there.
             let request = unsafe { raw.to_request() };
-            let path = request.path();
-            let mut cut = path.len().min(PATH_BYTES_MAX);
-            while !path.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            let _ = write!(line, "; last request cancelled: {} {}", request.method(), &path[..cut]);
+            let _ = write!(line, "; {what}: ");
+            line.request(request.method().as_str(), request.path());
         }
-        let _ = line.write_str("; draining the other workers, then exiting\n");
-        let end = line.len;
-        line.bytes[end] = b'\n';
-        sys::write_stderr(&line.bytes[..=end]);
+        let _ = line.write_str("; draining the other workers, then exiting");
+        sys::write_stderr(line.finish());
         // Release (both): pairs with the Acquire loads at the top of every worker's loop.
         self.shared.unready.store(true, Ordering::Release);
         self.shared.shutdown.store(true, Ordering::Release);

@@ -154,6 +154,37 @@ impl ConfigValue for Size {
     }
 }
 
+/// What the escape check scans when a slot is released (`escape_check`): for aligned words
+/// pointing into the used part of the slot's arena, which the request left behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EscapeCheck {
+    /// No scan.
+    Off,
+    /// Every loaded object's writable data, and the releasing worker's thread-locals.
+    Statics,
+    /// `Statics`, plus the system heap as it was at the seal and the state heap.
+    Full,
+}
+
+impl ConfigValue for EscapeCheck {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "off" => Ok(EscapeCheck::Off),
+            "statics" => Ok(EscapeCheck::Statics),
+            "full" => Ok(EscapeCheck::Full),
+            _ => Err(format!("`{text}` is not one of off, statics, full")),
+        }
+    }
+    fn to_text(&self) -> String {
+        match self {
+            EscapeCheck::Off => "off",
+            EscapeCheck::Statics => "statics",
+            EscapeCheck::Full => "full",
+        }
+        .to_string()
+    }
+}
+
 /// Why a configuration was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
@@ -364,6 +395,14 @@ config_keys! {
     /// Test mode: make each slot's arena inaccessible (mprotect) between requests, so a stale
     /// access faults at once. Costs two syscalls per request.
     quarantine: bool = "false";
+    /// When a slot is released, scan for aligned words pointing into the part of its arena the
+    /// request used, which the request left where they outlive it: `statics` scans every loaded
+    /// object's writable data and the worker's thread-locals; `full` also scans the system heap
+    /// as it was at the seal and the state heap; `off` scans nothing. A hit is one
+    /// `cella: escape:` line on stderr, and the slot is retired (never reused, so what points
+    /// into it stays valid); with every slot retired, the instance exits (status 70). Measured
+    /// cost per request in docs/benchmarks.md.
+    escape_check: EscapeCheck = "statics";
     /// Per-worker reserve for a panic that starts when the arena is full: the panic's own
     /// allocations come from here, so it still ends as a 500.
     panic_reserve_size: Size = "64KiB";
