@@ -194,13 +194,31 @@ impl<T> SharedTable<T> {
 /// One worker's view of a [`SharedTable`]: which entries it owns, and access to those only.
 pub(crate) struct Owned<T: 'static> {
     table: std::sync::Arc<SharedTable<T>>,
+    /// `table.cells`' first cell: every access goes through the ownership check, then straight
+    /// here (not through the `Arc` and a second bounds check: it runs ~25 times a request).
+    cells: *const UnsafeCell<T>,
+    /// As long as `table.cells`, so an index `owned` accepts is in bounds of `cells` too.
     owned: Box<[bool]>,
 }
+
+// SAFETY: `cells` points into the table the `Arc` keeps alive, and is only dereferenced for
+// an index this view owns (see `SharedTable`'s Sync argument), as `table` would be.
+unsafe impl<T: Send> Send for Owned<T> {}
 
 impl<T> Owned<T> {
     pub(crate) fn new(table: std::sync::Arc<SharedTable<T>>) -> Owned<T> {
         let owned = vec![false; table.len()].into_boxed_slice();
-        Owned { table, owned }
+        let cells = table.cells.as_ptr();
+        Owned { table, cells, owned }
+    }
+
+    /// The cell of an entry this worker owns; panics otherwise (what makes the access sound).
+    #[inline(always)]
+    fn cell(&self, index: usize) -> *mut T {
+        assert!(self.owned[index], "entry {index} is not this worker's");
+        // SAFETY: `index < owned.len() == cells.len()` (the indexing above checked it), so the
+        // pointer stays inside the table's cells.
+        unsafe { (*self.cells.add(index)).get() }
     }
 
     /// Takes a free entry of the instance, wherever its memory lies.
@@ -245,19 +263,19 @@ impl<T> Owned<T> {
 impl<T> std::ops::Index<usize> for Owned<T> {
     type Output = T;
 
+    #[inline(always)]
     fn index(&self, index: usize) -> &T {
-        assert!(self.owned[index], "entry {index} is not this worker's");
-        // SAFETY: this worker popped `index` and has not pushed it back (checked above), so no
-        // other thread accesses the cell (see `SharedTable`'s Sync argument).
-        unsafe { &*self.table.cells[index].get() }
+        // SAFETY: this worker popped `index` and has not pushed it back (checked by `cell`), so
+        // no other thread accesses the cell (see `SharedTable`'s Sync argument).
+        unsafe { &*self.cell(index) }
     }
 }
 
 impl<T> std::ops::IndexMut<usize> for Owned<T> {
+    #[inline(always)]
     fn index_mut(&mut self, index: usize) -> &mut T {
-        assert!(self.owned[index], "entry {index} is not this worker's");
         // SAFETY: as in `index`; `&mut self` makes this the only reference this worker holds.
-        unsafe { &mut *self.table.cells[index].get() }
+        unsafe { &mut *self.cell(index) }
     }
 }
 

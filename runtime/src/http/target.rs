@@ -62,12 +62,16 @@ pub fn split_target(method: &str, target: &str) -> Result<TargetParts, ErrorKind
     }
     // Only URI characters (RFC 9112 §3: anything else SHOULD be 400; a backslash or raw
     // UTF-8 is read differently by different back ends), `%` only as `%HEXDIG HEXDIG`, and
-    // never a fragment.
-    if target.contains('#')
-        || !target.bytes().all(|b| URI[usize::from(b)])
-        || !percent_escapes_valid(target.as_bytes())
-    {
-        return Err(ErrorKind::BadTarget);
+    // never a fragment; one pass, which also finds the query.
+    let bytes = target.as_bytes();
+    let mut first_question = None;
+    for (at, &byte) in bytes.iter().enumerate() {
+        if !URI[usize::from(byte)] || byte == b'#' || (byte == b'%' && !escape_at(bytes, at)) {
+            return Err(ErrorKind::BadTarget);
+        }
+        if byte == b'?' && first_question.is_none() {
+            first_question = Some(at);
+        }
     }
     if target == "*" {
         return if method == "OPTIONS" {
@@ -77,7 +81,12 @@ pub fn split_target(method: &str, target: &str) -> Result<TargetParts, ErrorKind
         };
     }
     let (start, authority) = if target.starts_with('/') {
-        (0, None)
+        let (path_len, query) = match first_question {
+            Some(at) => (at, Some((at + 1, target.len()))),
+            None => (target.len(), None),
+        };
+        let path = if path_len == 0 { PathPart::Root } else { PathPart::Range(0, path_len) };
+        return Ok(TargetParts { path, query, authority: None });
     } else {
         let scheme_len = scheme_length(target).ok_or(ErrorKind::BadTarget)?;
         let rest = &target[scheme_len..];
@@ -98,12 +107,10 @@ pub fn split_target(method: &str, target: &str) -> Result<TargetParts, ErrorKind
     Ok(TargetParts { path, query, authority })
 }
 
-/// Every `%` starts `%HEXDIG HEXDIG` (RFC 3986 §2.1).
-fn percent_escapes_valid(bytes: &[u8]) -> bool {
-    bytes.iter().enumerate().filter(|(_, &b)| b == b'%').all(|(at, _)| {
-        matches!(bytes.get(at + 1..at + 3), Some([high, low])
-            if high.is_ascii_hexdigit() && low.is_ascii_hexdigit())
-    })
+/// The `%` at `at` starts `%HEXDIG HEXDIG` (RFC 3986 §2.1).
+fn escape_at(bytes: &[u8], at: usize) -> bool {
+    matches!(bytes.get(at + 1..at + 3), Some([high, low])
+        if high.is_ascii_hexdigit() && low.is_ascii_hexdigit())
 }
 
 /// IPvFuture (RFC 3986 §3.2.2): `v` HEXDIG+ `.` ( unreserved / sub-delims / `:` )+.
@@ -128,7 +135,7 @@ fn scheme_length(target: &str) -> Option<usize> {
 /// `uri-host [ ":" port ]` (RFC 3986 §3.2; userinfo is not accepted). Empty is valid: HTTP/1.1
 /// requires an empty Host when the target has no authority.
 pub fn valid_authority(value: &[u8]) -> bool {
-    let (host, port) = if value.first() == Some(&b'[') {
+    let port = if value.first() == Some(&b'[') {
         let Some(close) = value.iter().position(|&b| b == b']') else { return false };
         let literal = &value[1..close];
         let ipv6 = literal.iter().all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
@@ -136,18 +143,27 @@ pub fn valid_authority(value: &[u8]) -> bool {
         if !literal_ok {
             return false;
         }
-        (&[][..], &value[close + 1..])
+        &value[close + 1..]
     } else {
-        let colon = value.iter().position(|&b| b == b':').unwrap_or(value.len());
-        (&value[..colon], &value[colon..])
+        // One pass: reg-name bytes up to the first `:`, each `%` an escape (its two hex digits
+        // are never a `:`, so they lie in the host).
+        let mut colon = value.len();
+        for (at, &byte) in value.iter().enumerate() {
+            if byte == b':' {
+                colon = at;
+                break;
+            }
+            if !REG_NAME[usize::from(byte)] || (byte == b'%' && !escape_at(value, at)) {
+                return false;
+            }
+        }
+        &value[colon..]
     };
-    let host_ok = host.iter().all(|&b| REG_NAME[usize::from(b)]) && percent_escapes_valid(host);
-    let port_ok = match port.split_first() {
+    match port.split_first() {
         None => true,
         Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
         Some(_) => false,
-    };
-    host_ok && port_ok
+    }
 }
 
 #[cfg(test)]

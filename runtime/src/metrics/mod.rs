@@ -2,8 +2,9 @@
 //! buffer without allocating, so a sealed worker can answer a scrape.
 //!
 //! Each worker counts into its own [`WorkerMetrics`] (inside its `WorkerStats`, on their own
-//! cache lines) with Relaxed atomics: nothing on the request path takes a lock or touches
-//! another worker's counters. A scrape sums every worker's counters into a [`Totals`] on the
+//! cache lines): atomics, but written with a plain Relaxed load and store since only their
+//! worker writes them; nothing on the request path takes a lock, a locked instruction for a
+//! counter, or touches another worker's counters. A scrape sums every worker's counters into a [`Totals`] on the
 //! stack and renders it with the instance's gauges. A scrape is not a snapshot: counters are
 //! read one after another while workers go on counting, so two series of one scrape may be a
 //! few requests apart (a histogram's `+Inf` bucket and `_count` are the same sum, always).
@@ -130,6 +131,14 @@ impl Reason {
     }
 }
 
+/// Adds `value` to one of a worker's counters. Only the worker that owns the counters writes
+/// them (a scrape only reads), so a plain load and store is enough: no locked read-modify-write
+/// on the request path. Relaxed: statistics, summed by a scrape; nothing is ordered by them.
+#[inline]
+fn add(counter: &AtomicU64, value: u64) {
+    counter.store(counter.load(Ordering::Relaxed).wrapping_add(value), Ordering::Relaxed);
+}
+
 /// A histogram with fixed buckets: one Relaxed counter per bucket (not cumulative; the
 /// rendering sums them) and one past the last bound, and the sum of what was observed.
 pub(crate) struct Histogram<const N: usize> {
@@ -151,12 +160,11 @@ impl<const N: usize> Histogram<N> {
     }
 
     pub(crate) fn observe(&self, value: u64) {
-        // Relaxed: statistics, summed by a scrape; nothing is ordered by them.
         match self.bounds.iter().position(|&bound| value <= bound) {
-            Some(bucket) => self.counts[bucket].fetch_add(1, Ordering::Relaxed),
-            None => self.above.fetch_add(1, Ordering::Relaxed),
+            Some(bucket) => add(&self.counts[bucket], 1),
+            None => add(&self.above, 1),
         };
-        self.sum.fetch_add(value, Ordering::Relaxed);
+        add(&self.sum, value);
     }
 }
 
@@ -200,8 +208,7 @@ impl WorkerMetrics {
             Some(index) => index,
             None => CODES.len() + usize::from(status / 100).clamp(1, 5) - 1,
         };
-        // Relaxed: statistics.
-        self.responses[counter].fetch_add(1, Ordering::Relaxed);
+        add(&self.responses[counter], 1);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.duration_us.observe(micros);
     }

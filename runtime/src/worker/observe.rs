@@ -5,7 +5,7 @@
 //! Must not change what happens to a connection.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Worker;
 use crate::access_log::Entry;
@@ -18,10 +18,10 @@ impl Worker {
     /// logs it. The request's slot (if it has one) must not be released yet: the log reads the
     /// request's head and arena high-water mark from it.
     pub(super) fn count_response(&mut self, index: usize, status: u16, body_bytes: usize) {
-        let now = Instant::now();
-        // The loop's clock moves on too: a request parsed after this answer in the same turn
-        // (pipelined) starts its duration and deadlines from here, with no clock read of its own.
-        self.now = now;
+        // The loop's clock, read at the start of the turn and again after every handler run
+        // (`run_task`): a handler's answer is timed at its end without a clock read of its own;
+        // an answer without a handler (an error, a 503) takes microseconds after the read.
+        let now = self.now;
         // Taken: the next request's first parse sets it again.
         let started = self.conns[index].request_started.take().unwrap_or(now);
         let elapsed = now.saturating_duration_since(started);

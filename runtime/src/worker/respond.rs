@@ -108,19 +108,20 @@ impl Worker {
         self.borrow_io_buffers(index);
         // An interim (1xx) status cannot end a request; `101` would leave the client thinking
         // the connection changed protocol while we go on speaking HTTP.
+        // One pass over the headers: each is valid, and whether one says `connection: close`.
+        let mut close = false;
         let valid = !response.status().is_informational()
-            && response
-                .headers()
-                .all(|(name, value)| encode::header_allowed(name, value.as_bytes()));
+            && response.headers().all(|(name, value)| {
+                close |=
+                    name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close");
+                encode::header_allowed(name, value.as_bytes())
+            });
         if !valid {
             drop(response);
             self.fail(index, ErrorKind::BadResponse);
             return;
         }
         let status = response.status().as_u16();
-        let close = response.headers().any(|(name, value)| {
-            name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close")
-        });
         // From the first shutdown signal on, every answer closes its connection, even one this
         // worker gives before its loop has seen the signal.
         let closing = !self.is_ready();

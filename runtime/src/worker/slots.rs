@@ -83,9 +83,9 @@ impl Worker {
             // request's memory until the task has ended and its response is dropped.
             unsafe { (*handler).handle(&request.to_request()) }
         }));
-        // The clock now, not the loop turn's: a handler that ran long earlier in this turn
-        // must not shorten the next one's deadline.
-        slot.handler_deadline = Instant::now() + self.settings.handler_timeout;
+        // Not older than the end of the last handler run (`run_task` moves the clock on): a
+        // handler that ran long earlier in this turn must not shorten the next one's deadline.
+        slot.handler_deadline = self.now + self.settings.handler_timeout;
         slot.route.fail_countdown.set(slot.fail_alloc_at);
         self.resume(slot_index, Wake::Start);
     }
@@ -108,6 +108,9 @@ impl Worker {
         cella_arena::leave();
         fds::leave();
         SlotSockets::leave();
+        // The one clock read of a request: its answer's time (`count_response`), and the start
+        // of whatever this turn does next (deadlines, the next pipelined request).
+        self.now = Instant::now();
         // A panic took memory from the reserve: the slot may keep it (a caught payload, a
         // response body) until it is released.
         slot.holds_reserve |= self.reserve.used_bytes() > reserve_used_bytes;
