@@ -361,6 +361,54 @@ fn slots_belong_to_the_instance_so_any_worker_can_use_every_slot() {
 }
 
 #[test]
+fn a_slot_freed_on_another_worker_wakes_its_waiter_at_once_not_at_the_next_sweep() {
+    // testapp: the demo's endpoints and `/thread`.
+    let mut args = vec!["serve"];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&[
+        "--workers",
+        "2",
+        "--slots",
+        "2",
+        "--set",
+        "slot_wait_timeout_ms=5000",
+    ]);
+    let server = ServerProcess::start_binary("testapp", &args, &[]);
+    let addr = server.addr();
+    // One slot is held throughout; the holder and the waiter take turns with the other.
+    let mut filler = Client::connect(addr);
+    filler.send(b"GET /sleep/1500 HTTP/1.1\r\nhost: t\r\n\r\n");
+    // The holder's connection on one worker, the waiter's on the other (`/thread` names it).
+    let mut holder = Client::connect(addr);
+    let holder_worker = holder.get("/thread").text();
+    let mut waiter = (0..64)
+        .map(|_| Client::connect(addr))
+        .find_map(|mut client| (client.get("/thread").text() != holder_worker).then_some(client))
+        .expect("the kernel spreads connections over both workers");
+    // Waking at the other worker's next sweep (every 50 ms) makes the waiter wait until then.
+    // The waiter is admitted at a sweep, and the next round starts right after; the holder
+    // sleeps 5 ms longer each round, so its slot comes free 0, 5, ... 45 ms past a multiple of
+    // 50 ms after that sweep: ~225 ms of waiting over ten rounds. A wake at once takes well
+    // under 1 ms a round on an idle machine.
+    let mut waited = Duration::ZERO;
+    for round in 0..10u64 {
+        let sleep = 40 + 5 * round;
+        holder.send(format!("GET /sleep/{sleep} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes());
+        thread::sleep(Duration::from_millis(20)); // The holder's request has the free slot.
+        waiter.send(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n");
+        assert_eq!(holder.response().status, 200, "round {round}");
+        let freed = Instant::now(); // The slot is freed before the holder's answer is sent.
+        assert_eq!(waiter.response().status, 200, "round {round}");
+        waited += freed.elapsed();
+    }
+    assert!(
+        waited < Duration::from_millis(100),
+        "waited {waited:?} in all after the slots came free"
+    );
+    assert_eq!(filler.response().status, 200);
+}
+
+#[test]
 fn a_full_table_closes_the_oldest_idle_keep_alive_connection_to_admit_a_new_one() {
     let server = ServerProcess::start(&["--max-connections", "4"]);
     let addr = server.addr();

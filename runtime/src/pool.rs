@@ -126,7 +126,9 @@ impl IndexPool {
             // next pop (its Acquire).
             match self.head.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => {
-                    self.free.fetch_add(1, Ordering::Relaxed);
+                    // SeqCst: a waiter on another worker stores its flag then loads this
+                    // count; the releaser loads the flags after this (`worker/nudge.rs`).
+                    self.free.fetch_add(1, Ordering::SeqCst);
                     return;
                 }
                 Err(current) => head = current,
@@ -136,8 +138,8 @@ impl IndexPool {
 
     /// How many indexes are free now (a snapshot: other workers may change it at once).
     pub(crate) fn free_count(&self) -> usize {
-        // Relaxed: a gauge.
-        self.free.load(Ordering::Relaxed)
+        // SeqCst: pairs with the push's, for waiters (`worker/nudge.rs`); a plain load on x86.
+        self.free.load(Ordering::SeqCst)
     }
 }
 

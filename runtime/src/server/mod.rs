@@ -199,6 +199,7 @@ impl Server {
             body_slots: AtomicUsize::new(0),
             io_waiting: AtomicUsize::new(0),
             stats: (0..plan.workers).map(|_| WorkerStats::default()).collect(),
+            nudges: (0..plan.workers).map(|_| worker::Nudge::default()).collect(),
             wakers: Mutex::new(Vec::with_capacity(plan.workers)),
             alive: AtomicUsize::new(plan.workers),
             stack_markers: (0..plan.workers).map(|_| AtomicUsize::new(0)).collect(),

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::conn::Phase;
+use super::nudge::Freed;
 use super::Worker;
 use crate::http::ErrorKind;
 
@@ -53,23 +54,27 @@ impl Worker {
         (conn.read_start, conn.read_end, conn.write_start, conn.write_end) = (0, 0, 0, 0);
         self.bufs[pair] = Some(cella_arena::ConnectionMemory { read, write });
         self.bufs.release(pair);
+        self.nudge_waiters(Freed::IoBuffers);
         self.admit_io_waiters();
     }
 
     /// Lets connections waiting for a pair try again while the instance has free pairs (one per
-    /// free pair). A pair freed by another worker is seen on this worker's next loop turn.
+    /// free pair). A pair freed by another worker wakes this one at once (`nudge.rs`).
     pub(super) fn admit_io_waiters(&mut self) {
         if self.io_waiters.is_empty() {
             return;
         }
         let mut free = self.bufs.table().pool().free_count();
         while free > 0 {
-            let Some(waiter) = self.io_waiters.pop_front() else { return };
+            let Some(waiter) = self.io_waiters.pop_front() else { break };
             if self.conns.owns(waiter) && self.conns[waiter].waiting_io {
                 self.stop_waiting_for_io_buffers(waiter);
                 self.runnable.push_back(waiter);
                 free -= 1;
             }
+        }
+        if self.io_waiters.is_empty() {
+            self.set_waiting(Freed::IoBuffers, false);
         }
     }
 
@@ -83,6 +88,8 @@ impl Worker {
         }
         self.conns[index].waiting_io = true;
         self.io_waiters.push_back(index);
+        // Before this turn's `admit_io_waiters` looks at the pool (`nudge.rs`).
+        self.set_waiting(Freed::IoBuffers, true);
         self.stats().io_buffer_waits.fetch_add(1, Ordering::Relaxed);
         // Relaxed: a hint for the other workers' sweeps (`relieve_io_pressure`).
         self.shared.io_waiting.fetch_add(1, Ordering::Relaxed);

@@ -25,6 +25,7 @@ mod buffers;
 mod conn;
 mod deadlines;
 mod escapes;
+mod nudge;
 mod observe;
 mod probes;
 mod read;
@@ -48,6 +49,7 @@ use crate::net::SlotSockets;
 pub(crate) use admin::{config_text, AdminSetup};
 pub(crate) use conn::Conn;
 use conn::Phase;
+pub(crate) use nudge::Nudge;
 pub(crate) use settings::Settings;
 pub(crate) use slots::Slot;
 
@@ -149,6 +151,8 @@ pub(crate) struct Shared {
     /// Connections of the instance waiting for an I/O buffer pair.
     pub io_waiting: AtomicUsize,
     pub stats: Box<[WorkerStats]>,
+    /// Per worker: what its connections wait for, and its waker (`worker/nudge.rs`).
+    pub nudges: Box<[Nudge]>,
     pub wakers: Mutex<Vec<Arc<Waker>>>,
     pub alive: AtomicUsize,
     /// An address on each worker's stack, stored before the seal: the escape check leaves the
@@ -271,6 +275,7 @@ impl Worker {
         let mut listener = TcpListener::from_std(setup.listener);
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        setup.shared.nudges[setup.index].set_waker(waker.clone());
         setup.shared.wakers.lock().map_err(|_| io::Error::other("poisoned"))?.push(waker);
         let admin = setup.admin.map(|admin| admin::AdminPort::new(admin, poll.registry()));
         let settings = setup.settings;
@@ -338,6 +343,7 @@ impl Worker {
                 }
             }
             self.now = Instant::now();
+            self.take_nudge();
             for event in events.iter() {
                 self.dispatch(event);
             }

@@ -7,6 +7,7 @@ use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 
 use super::conn::{BodyState, Pending, Phase};
+use super::nudge::Freed;
 use super::Worker;
 use crate::handler::Response;
 use crate::http::encode::{self, FixedSink, HeadFrame, Persistence};
@@ -26,6 +27,8 @@ impl Worker {
             conn.phase = Phase::WaitingSlot;
             self.conns[index].deadline = Some(self.now + self.settings.slot_wait_timeout);
             self.slot_waiters.push_back(index);
+            // Before this turn's `admit_slot_waiters` looks at the pool (`nudge.rs`).
+            self.set_waiting(Freed::Slot, true);
             return false;
         }
         conn.consume(head_len);

@@ -11,6 +11,7 @@ use cella_arena::fds::{self, FdTable};
 use cella_arena::{Arena, Route, SlotMemory};
 
 use super::conn::Phase;
+use super::nudge::Freed;
 use super::Worker;
 use crate::cancel::{self, Fault, Step, Task, Wait, Wake};
 use crate::handler::{Handler, Response};
@@ -267,20 +268,27 @@ impl Worker {
             slot.memory.arena.protect(false).expect("quarantining a slot succeeds");
         }
         self.slots.release(slot_index);
+        self.nudge_waiters(Freed::Slot);
     }
 
     /// Lets connections waiting for a slot try again while the instance has free slots (one
-    /// per free slot: the others keep their place). A slot freed by another worker is seen on
-    /// this worker's next loop turn, at most `SWEEP_INTERVAL` later.
+    /// per free slot: the others keep their place). A slot freed by another worker wakes this
+    /// one at once (`nudge.rs`).
     pub(super) fn admit_slot_waiters(&mut self) {
+        if self.slot_waiters.is_empty() {
+            return;
+        }
         let mut free = self.slots.table().pool().free_count();
         while free > 0 {
-            let Some(waiter) = self.slot_waiters.pop_front() else { return };
+            let Some(waiter) = self.slot_waiters.pop_front() else { break };
             if self.conns.owns(waiter) && self.conns[waiter].phase == Phase::WaitingSlot {
                 self.conns[waiter].phase = Phase::Head;
                 self.runnable.push_back(waiter);
                 free -= 1;
             }
+        }
+        if self.slot_waiters.is_empty() {
+            self.set_waiting(Freed::Slot, false);
         }
     }
 
