@@ -11,7 +11,10 @@ server's user-space instructions only (no kernel time); a client on one connecti
 - keepalive: one GET / at a time (request, whole response, next request);
 - pipelined: 16 GET / written at once, then the 16 responses read.
 
-    python3 benchmarks/instructions.py NAME=BENCHAPP [NAME=BENCHAPP ...] [--requests 20000]
+    python3 benchmarks/instructions.py NAME=BENCHAPP[@KEY=VALUE...] [...] [--requests 20000]
+
+A build may carry configuration keys after `@` (each passed as `--set KEY=VALUE`), to compare
+settings of one binary: `off=target/release/examples/benchapp@escape_check=off`.
 
 Loopback only, every wait bounded, every process ended by its PID.
 """
@@ -67,13 +70,15 @@ def send(port, workload, count):
                 left = responses(s, DEPTH, left)
 
 
-def measure(binary, workload, warmup, requests):
+def measure(build, workload, warmup, requests):
+    binary, *settings = build.split("@")
+    sets = [arg for setting in settings for arg in ("--set", setting)]
     port = free_port()
     tmp = tempfile.mkdtemp(prefix="cella-ir-")
     out = os.path.join(tmp, "callgrind.out")
     log = open(os.path.join(tmp, "log"), "w+")
     proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "serve",
-                             "--listen", f"127.0.0.1:{port}"] + CELLA_ARGS, stdout=subprocess.DEVNULL, stderr=log,
+                             "--listen", f"127.0.0.1:{port}"] + CELLA_ARGS + sets, stdout=subprocess.DEVNULL, stderr=log,
                             stdin=subprocess.DEVNULL)
     try:
         deadline = time.time() + 180

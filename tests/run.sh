@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test, on a fresh machine too: installs what the tests need when it is missing
 # (apt-get as root), builds, runs the workspace tests in debug, the black-box suite again with
-# every slot quarantined between requests, the memory-contract tests against release builds,
+# every slot quarantined between requests and the escape check at `full` (any `cella: escape:`
+# line a test did not expect fails it), the memory-contract tests against release builds,
 # the external no-allocation check (LD_PRELOAD malloc counter and strace), and the fuzz targets
 # (seeds and regressions replayed, then each target for FUZZ_SECONDS).
 set -euo pipefail
@@ -54,8 +55,8 @@ cargo build --workspace --bins --examples
 echo "== tests (debug)"
 cargo test --workspace
 
-echo "== black-box tests with every slot quarantined between requests"
-CELLA_QUARANTINE=true cargo test -p cella-tests
+echo "== black-box tests with every slot quarantined between requests and escape_check = full"
+CELLA_QUARANTINE=true CELLA_ESCAPE_CHECK=full cargo test -p cella-tests
 
 echo "== memory-contract tests (release)"
 cargo build --release -p cella --bins --examples

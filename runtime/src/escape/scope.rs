@@ -1,7 +1,9 @@
 //! What the escape check scans, found once before the seal and kept in fixed storage.
 //!
-//! - **Statics**: every loaded object's writable `PT_LOAD` segments (`.data`, `.bss`, the
-//!   relocated `.got` and `.data.rel.ro`), from `dl_iterate_phdr(3)`, less the region.
+//! - **Statics**: every loaded object's writable `PT_LOAD` segments (`.data`, `.bss`), from
+//!   `dl_iterate_phdr(3)`, less its `PT_GNU_RELRO` part (`.got`, `.data.rel.ro`: the loader
+//!   makes it read-only once relocated, so nothing can be stored there later; in a Rust
+//!   binary it is most of the writable segment) and less the region.
 //! - **Thread-locals** ([`ThreadScope`]): the calling worker's TLS block of every object that
 //!   has a `PT_TLS` segment: `dlpi_tls_data` is this thread's copy of the object's TLS
 //!   (glibc fills it in for every module whose block is allocated on this thread: the static
@@ -49,14 +51,18 @@ impl Scope {
         if level == EscapeCheck::Off {
             return Ok(Scope::off());
         }
-        let mut statics = Vec::new();
+        let (mut statics, mut read_only) = (Vec::new(), Vec::new());
         for_each_segment(&mut |info, header| {
+            let start = info.dlpi_addr as usize + header.p_vaddr as usize;
+            let range = Range { start, end: start + header.p_memsz as usize };
             if header.p_type == libc::PT_LOAD && header.p_flags & libc::PF_W != 0 {
-                let start = info.dlpi_addr as usize + header.p_vaddr as usize;
-                statics.push(Range { start, end: start + header.p_memsz as usize });
+                statics.push(range);
+            } else if header.p_type == libc::PT_GNU_RELRO {
+                // Made read-only once relocated (before `main`): nothing is stored there later.
+                read_only.push(range);
             }
         });
-        let statics = subtract_all(statics, exclude);
+        let statics = subtract_all(subtract_all(statics, &read_only), exclude);
         let heap = if level == EscapeCheck::Full {
             let maps = std::fs::read("/proc/self/maps")?;
             let anonymous = anonymous_writable_mappings(&maps, stack_markers);
