@@ -432,6 +432,40 @@ fn a_full_table_closes_the_oldest_idle_keep_alive_connection_to_admit_a_new_one(
 }
 
 #[test]
+fn a_full_table_closes_an_idle_connection_of_another_worker_to_admit_a_new_one() {
+    // testapp: the demo's endpoints and `/thread`, which names the worker.
+    let mut args = vec!["serve"];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&["--workers", "2", "--max-connections", "4"]);
+    let server = ServerProcess::start_binary("testapp", &args, &[]);
+    let addr = server.addr();
+    // Fill the table with idle keep-alive connections of one worker only.
+    let mut first = Client::connect(addr);
+    let worker = first.get("/thread").text();
+    let mut idle = vec![first];
+    while idle.len() < 4 {
+        let mut client = Client::connect(addr);
+        if client.get("/thread").text() == worker {
+            idle.push(client);
+        } else {
+            drop(client);
+            thread::sleep(Duration::from_millis(100)); // The server sees the close.
+        }
+    }
+    // New clients until one lands on the other worker, which has nothing idle of its own.
+    for _ in 0..64 {
+        let mut client = Client::connect(addr);
+        let response = client.get("/thread");
+        assert_eq!(response.status, 200, "a new client is served, never turned away");
+        if response.text() != worker {
+            return;
+        }
+        idle.push(client); // It closed its own worker's oldest idle connection.
+    }
+    panic!("no connection landed on the other worker");
+}
+
+#[test]
 fn heads_whose_small_bodies_never_come_do_not_hold_slots() {
     let server = ServerProcess::start(&["--slots", "2"]);
     let addr = server.addr();

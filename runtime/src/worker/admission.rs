@@ -10,6 +10,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::conn::{BodyState, Phase, RequestMeta};
+use super::nudge::Freed;
 use super::{Worker, ACCEPT_PAUSE};
 use crate::http::encode::{self, FixedSink, Persistence};
 use crate::metrics::Reason;
@@ -60,29 +61,42 @@ impl Worker {
         }
     }
 
-    pub(super) fn admit(&mut self, mut stream: TcpStream, remote: SocketAddr) {
+    pub(super) fn admit(&mut self, stream: TcpStream, remote: SocketAddr) {
         let claimed = self.conns.claim().or_else(|| {
             self.evict_oldest_idle();
             self.conns.claim()
         });
-        let Some(index) = claimed else {
-            // The table is full: say so politely, then close.
-            self.stats().connections_rejected.fetch_add(1, Ordering::Relaxed);
-            self.count_rejected_connection(Reason::TooManyConnections);
-            let mut head = [0u8; 256];
-            let mut sink = FixedSink { buf: &mut head, len: 0 };
-            let reply = encode::ErrorReply {
-                status: 503,
-                message: "too many connections",
-                persistence: Persistence::Close,
-                retry_after_s: Some(self.settings.retry_after_s),
-                head_request: false,
-            };
-            if encode::put_error(&mut sink, reply, &self.date).is_ok() {
-                let _ = stream.write(&sink.buf[..sink.len]);
+        match claimed {
+            Some(index) => self.admit_into(index, stream, remote),
+            // Nothing of this worker's is idle: another worker's may be (`eviction.rs`).
+            None => {
+                if let Err(stream) = self.hold_for_room(stream, remote) {
+                    self.turn_away(stream);
+                }
             }
-            return;
+        }
+    }
+
+    /// The table is full with nothing idle to close: say so politely, then close.
+    pub(super) fn turn_away(&mut self, mut stream: TcpStream) {
+        self.stats().connections_rejected.fetch_add(1, Ordering::Relaxed);
+        self.count_rejected_connection(Reason::TooManyConnections);
+        let mut head = [0u8; 256];
+        let mut sink = FixedSink { buf: &mut head, len: 0 };
+        let reply = encode::ErrorReply {
+            status: 503,
+            message: "too many connections",
+            persistence: Persistence::Close,
+            retry_after_s: Some(self.settings.retry_after_s),
+            head_request: false,
         };
+        if encode::put_error(&mut sink, reply, &self.date).is_ok() {
+            let _ = stream.write(&sink.buf[..sink.len]);
+        }
+    }
+
+    /// Connection `stream` takes the entry `index` this worker just claimed.
+    pub(super) fn admit_into(&mut self, index: usize, mut stream: TcpStream, remote: SocketAddr) {
         if self
             .poll
             .registry()
@@ -114,9 +128,9 @@ impl Worker {
     /// The table is full: close the keep-alive connection idle the longest (it has no request
     /// in flight, and HTTP clients retry on a keep-alive connection the server closed), as
     /// nginx does, so that a new client is served instead of turned away. Scans the table:
-    /// this runs only when it is full. Only this worker's connections can be closed here: when
-    /// every idle one belongs to other workers, the new connection gets the 503.
-    fn evict_oldest_idle(&mut self) {
+    /// this runs only when it is full. Only this worker's connections can be closed here; when
+    /// it has none idle, another worker is asked (`eviction.rs`). Returns whether one closed.
+    pub(super) fn evict_oldest_idle(&mut self) -> bool {
         let oldest = (0..self.conns.len())
             .filter(|&index| self.conns.owns(index))
             .filter(|&index| {
@@ -127,10 +141,10 @@ impl Worker {
                     && conn.write_start == conn.write_end
             })
             .min_by_key(|&index| self.conns[index].idle_order);
-        if let Some(index) = oldest {
-            self.stats().idle_evictions.fetch_add(1, Ordering::Relaxed);
-            self.close(index);
-        }
+        let Some(index) = oldest else { return false };
+        self.stats().idle_evictions.fetch_add(1, Ordering::Relaxed);
+        self.close(index);
+        true
     }
 
     pub(super) fn close(&mut self, index: usize) {
@@ -164,6 +178,7 @@ impl Worker {
         conn.body_before_slot = false;
         conn.body = BodyState::None;
         self.conns.release(index);
+        self.nudge_waiters(Freed::Conn);
         self.live_conns -= 1;
     }
 
@@ -181,6 +196,7 @@ impl Worker {
 
     pub(super) fn start_drain(&mut self) {
         self.draining = true;
+        self.turn_away_held_accepts();
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }

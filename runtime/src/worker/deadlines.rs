@@ -30,10 +30,13 @@ impl Worker {
                 self.accept();
             }
         }
+        let mut idle = 0;
         for index in 0..self.conns.len() {
             if !self.conns.owns(index) {
                 continue;
             }
+            idle +=
+                usize::from(self.conns[index].phase == Phase::Idle && self.conns[index].kept_alive);
             if self.conns[index].phase == Phase::Body {
                 if let Err(kind) = self.check_body_rate(index) {
                     self.fail(index, kind);
@@ -68,5 +71,6 @@ impl Worker {
             }
             self.drive(index);
         }
+        self.publish_idle(idle);
     }
 }

@@ -10,7 +10,9 @@
 //!
 //! This file owns the event loop and its dispatch; each other file owns one concern:
 //! `admission` (accepting, closing, draining), `conn` (a connection's entry), `buffers`
-//! (lending I/O buffer pairs), `read` (heads and bodies), `bodies` (bodies that hold a slot:
+//! (lending I/O buffer pairs), `nudge` (waking another worker when what it waits for comes
+//! free), `eviction` (a full table closing another worker's idle connection), `read` (heads
+//! and bodies), `bodies` (bodies that hold a slot:
 //! their share and rate), `slots` (the coroutine lifecycle and freeing slots), `respond`
 //! (errors, responses, what follows a response), `deadlines` (the sweep), `probes` (liveness
 //! and readiness), `admin` and `agent` (worker 0's admin and agent-check listeners), `observe`
@@ -25,6 +27,7 @@ mod buffers;
 mod conn;
 mod deadlines;
 mod escapes;
+mod eviction;
 mod nudge;
 mod observe;
 mod probes;
@@ -202,6 +205,11 @@ pub(crate) struct Worker {
     idle_count: u64,
     /// Connections with bytes to read that wait for an I/O buffer pair.
     io_waiters: std::collections::VecDeque<usize>,
+    /// Accepted connections waiting for another worker to close an idle one (`eviction.rs`),
+    /// with when they were accepted.
+    held_accepts: std::collections::VecDeque<(mio::net::TcpStream, std::net::SocketAddr, Instant)>,
+    /// The worker asked last when no worker reported idle connections.
+    eviction_cursor: usize,
     /// The instance's slots, of which this worker uses only those it claimed.
     slots: Owned<Slot>,
     /// Slots whose task is suspended with a wake-up time (`Slot::wake_at` set): when 0, the
@@ -293,6 +301,8 @@ impl Worker {
             slot_waiters: std::collections::VecDeque::with_capacity(table_len),
             runnable: std::collections::VecDeque::with_capacity(table_len),
             io_waiters: std::collections::VecDeque::with_capacity(table_len),
+            held_accepts: std::collections::VecDeque::with_capacity(eviction::HELD_ACCEPTS_MAX),
+            eviction_cursor: setup.index,
             idle_count: 0,
             bufs: Owned::new(setup.bufs),
             conns,
@@ -348,6 +358,8 @@ impl Worker {
                 self.dispatch(event);
             }
             self.events = events;
+            self.serve_evictions();
+            self.admit_held_accepts();
             self.wake_due_slots();
             self.admit_slot_waiters();
             self.admit_io_waiters();

@@ -1,7 +1,8 @@
 //! Waking another worker when capacity it waits for comes free: each worker publishes what its
-//! connections wait for (a slot, an I/O buffer pair) in its [`Nudge`], and a worker that gives
-//! one back to the instance's pool wakes the workers that wait, through their `mio::Waker`
-//! (an eventfd write), at once instead of at their next sweep. No lock; no syscall when nobody
+//! connections wait for (a slot, an I/O buffer pair, a connection entry) in its [`Nudge`], and
+//! a worker that gives one back to the instance's pool wakes the workers that wait, through
+//! their `mio::Waker` (an eventfd write), at once instead of at their next sweep. The same
+//! wake carries a full table's request to close an idle connection (`eviction.rs`). No lock; no syscall when nobody
 //! waits (one load per worker per release); at most one eventfd write per woken worker until it
 //! has run a loop turn. Must not touch connections or slots: it only says who to wake.
 //!
@@ -12,7 +13,7 @@
 //! clears it before it looks at the pools, so a releaser that found it still set released
 //! before that look.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use mio::Waker;
@@ -29,6 +30,13 @@ pub(crate) struct Nudge {
     wants_slot: AtomicBool,
     /// Some of its connections wait for an I/O buffer pair.
     wants_io: AtomicBool,
+    /// It holds accepted connections until a connection entry frees (`eviction.rs`).
+    wants_conn: AtomicBool,
+    /// Its idle keep-alive connections at its last sweep, less those asked for since: a hint
+    /// for a worker that must make room in a full table.
+    idle: AtomicUsize,
+    /// Idle connections other workers asked it to close.
+    evictions: AtomicUsize,
     /// Woken and has not yet run a loop turn since: another wake would add nothing.
     pending: AtomicBool,
 }
@@ -38,6 +46,8 @@ pub(crate) struct Nudge {
 pub(super) enum Freed {
     Slot,
     IoBuffers,
+    /// A connection entry.
+    Conn,
 }
 
 impl Nudge {
@@ -49,6 +59,34 @@ impl Nudge {
         match freed {
             Freed::Slot => &self.wants_slot,
             Freed::IoBuffers => &self.wants_io,
+            Freed::Conn => &self.wants_conn,
+        }
+    }
+
+    pub(super) fn idle_hint(&self) -> usize {
+        // Relaxed: a hint, up to one sweep old.
+        self.idle.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn publish_idle(&self, idle: usize) {
+        self.idle.store(idle, Ordering::Relaxed);
+    }
+
+    /// Asks this worker to close its oldest idle keep-alive connection, and wakes it. Takes one
+    /// off its hint, so that workers asking at once spread over the workers that have some.
+    pub(super) fn ask_eviction(&self) {
+        let _ = self.idle.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        self.evictions.fetch_add(1, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// The evictions asked of this worker since it last looked (after `take_nudge`, so an
+    /// ask whose wake was skipped as pending is seen: see the module comment).
+    pub(super) fn take_evictions(&self) -> usize {
+        if self.evictions.load(Ordering::SeqCst) == 0 {
+            0
+        } else {
+            self.evictions.swap(0, Ordering::SeqCst)
         }
     }
 
