@@ -1,6 +1,7 @@
 //! Memory a request leaves behind (issue 10), caught from outside the process: the `testapp`
 //! example's `/escape/*` endpoints keep a pointer into their arena in a lazily initialised
-//! static, a thread-local and a `std::sync::Mutex<String>` built at startup. With
+//! static, a thread-local, a `std::sync::Mutex<String>` built at startup and a cell of the state
+//! heap. With
 //! `escape_check` on, each produces one `cella: escape:` line naming the kind of memory, the
 //! request, and the slot, which is retired: later requests read what the first one left (with
 //! the check off, they read the wiped arena instead), the count shows in `/metrics`, and when
@@ -73,6 +74,11 @@ fn a_thread_local_filled_in_a_handler_is_reported_and_its_slot_retired() {
 #[test]
 fn a_std_mutex_built_at_startup_and_written_in_a_handler_is_reported_with_full() {
     escape_is_reported_and_the_slot_retired("full", "/escape/heap", "heap");
+}
+
+#[test]
+fn a_state_heap_value_holding_an_arena_address_is_reported_with_full() {
+    escape_is_reported_and_the_slot_retired("full", "/escape/state-heap", "state heap");
 }
 
 #[test]

@@ -179,6 +179,8 @@ fn main() -> std::process::ExitCode {
 static FIRST_PATH: OnceLock<String> = OnceLock::new();
 /// An address inside some request's arena, kept past that request (tests/escape.rs).
 static LEAKED: AtomicUsize = AtomicUsize::new(0);
+/// A cell in the state heap (made inside `persist`) that a handler stores an arena address in.
+static IN_STATE_HEAP: OnceLock<Box<AtomicUsize>> = OnceLock::new();
 
 thread_local! {
     /// A thread-local filled inside a handler.
@@ -218,6 +220,18 @@ fn escape_endpoints(router: cella::Router, shared_text: Arc<Mutex<String>>) -> c
                     text.push_str("written by a handler");
                 }
                 Response::text(text.clone())
+            }),
+        )
+        .get(
+            "/escape/state-heap",
+            handler_fn(|_| {
+                let cell =
+                    IN_STATE_HEAP.get_or_init(|| cella::persist(|| Box::new(AtomicUsize::new(0))));
+                if cell.load(Ordering::Relaxed) == 0 {
+                    let kept: &'static [u8; 16] = Box::leak(Box::new([5u8; 16])); // arena memory
+                    cell.store(kept.as_ptr() as usize, Ordering::Relaxed);
+                }
+                Response::text("kept")
             }),
         )
         .get(

@@ -141,6 +141,8 @@ type Visit<'a> = &'a mut dyn FnMut(&libc::dl_phdr_info, &libc::Elf64_Phdr);
 
 /// Calls `visit` with every program header of every loaded object.
 fn for_each_segment(visit: Visit<'_>) {
+    /// # Safety
+    /// Called by `dl_iterate_phdr` only, with `data` the `&mut Visit` given to it below.
     unsafe extern "C" fn each_object(
         info: *mut libc::dl_phdr_info,
         _size: usize,
