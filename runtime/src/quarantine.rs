@@ -18,8 +18,11 @@ use crate::line::Line;
 /// Each slot's arena end, in slot order, and the arenas' size.
 static ARENAS: OnceLock<(Box<[usize]>, usize)> = OnceLock::new();
 
-/// Records the slots' arenas: `ends` in slot order, each arena `bytes` long.
-pub(crate) fn record(ends: Box<[usize]>, bytes: usize) {
+/// Records the slots' arenas, in the order of the instance's slot table (`worker::slot_table`:
+/// each worker's carve in turn), each `bytes` long.
+pub(crate) fn record(memories: &[cella_arena::WorkerMemory], bytes: usize) {
+    let arenas = memories.iter().flat_map(|memory| &memory.slots);
+    let ends = arenas.map(|(slot, _)| slot.arena.end()).collect();
     let _ = ARENAS.set((ends, bytes));
 }
 

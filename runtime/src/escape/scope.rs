@@ -73,22 +73,29 @@ impl Scope {
         Ok(Scope { level, statics: statics.into(), heap: heap.into() })
     }
 
-    /// [`Scope::build`] for a server, between its workers' two meetings: leaves out `region`,
-    /// the runtime's `tables` (slots, connections: `(start, end)`) and the workers' stacks
-    /// (`shared.stack_markers`).
-    pub(crate) fn at_seal(
+    /// [`Scope::build`] for a server, between its workers' two meetings at the start barrier,
+    /// given to them in `shared.escape` (they wait for it before they seal): leaves out
+    /// `region`, the runtime's `tables` (slots, connections: `(start, end)`) and the workers'
+    /// stacks (`shared.stack_markers`). On failure the workers get a scope that scans nothing,
+    /// and the caller refuses to start.
+    pub(crate) fn give(
         level: EscapeCheck,
         region: &cella_arena::Region,
         tables: [(usize, usize); 2],
         shared: &crate::worker::Shared,
-    ) -> io::Result<Scope> {
+    ) -> io::Result<()> {
         let region = region.as_span();
         let mut exclude = vec![Range { start: region.ptr.as_ptr() as usize, end: region.end() }];
         exclude.extend(tables.map(|(start, end)| Range { start, end }));
         // Relaxed: each worker stored its marker before the barrier the caller passed.
         let markers: Vec<usize> =
             shared.stack_markers.iter().map(|marker| marker.load(Ordering::Relaxed)).collect();
-        Scope::build(level, &exclude, &markers)
+        let (scope, result) = match Scope::build(level, &exclude, &markers) {
+            Ok(scope) => (scope, Ok(())),
+            Err(error) => (Scope::off(), Err(error)),
+        };
+        let _ = shared.escape.set(scope);
+        result
     }
 
     pub(crate) fn level(&self) -> EscapeCheck {

@@ -211,9 +211,7 @@ impl Server {
         let mut threads = Vec::with_capacity(plan.workers);
         let mut memories = region.carve();
         if self.config.quarantine {
-            let arenas = memories.iter().flat_map(|memory| &memory.slots);
-            let ends = arenas.map(|(slot, _)| slot.arena.end()).collect();
-            crate::quarantine::record(ends, plan.slot_arena_size as usize);
+            crate::quarantine::record(&memories, plan.slot_arena_size as usize);
         }
         let slots = worker::slot_table(&mut memories, &settings);
         let conns = worker::conn_table(self.config.connections_max);
@@ -245,15 +243,8 @@ impl Server {
         ready.wait();
         // Every worker is set up and none is sealed yet: the heap is as it will stay.
         let tables = [slots.address_range(), conns.address_range()];
-        // The workers wait for the scope before they seal; on failure they get one that scans
-        // nothing, and the start fails below.
-        let step = "read /proc/self/maps for escape_check = full";
-        let (scope, scope_result) =
-            match escape::Scope::at_seal(self.config.escape_check, &region, tables, &shared) {
-                Ok(scope) => (scope, Ok(())),
-                Err(source) => (escape::Scope::off(), Err(StartError::Io { step, source })),
-            };
-        let _ = shared.escape.set(scope);
+        let scope_result = escape::Scope::give(self.config.escape_check, &region, tables, &shared)
+            .map_err(|source| StartError::Io { step: "read /proc/self/maps", source });
         ready.wait();
         let server = RunningServer {
             local_addr,
