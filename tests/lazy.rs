@@ -1,9 +1,12 @@
-//! What std sets up lazily never lands in an arena (issue 10), observed from outside the
-//! process. Each test reproduces a failure of the old design through an ordinary program:
+//! What std and libc set up lazily never lands in an arena (issue 10), observed from outside
+//! the process. Each test reproduces a failure of the old design through an ordinary program:
 //! `startapp` (a `main` of its own calling `Server::start`, stdout untouched before) and
-//! `userapp` (set up with `cella::main!`). Before the fix the first `println!` inside a handler
-//! put stdout's buffer in that request's arena, and later prints wrote into whatever the slot
-//! held next (a later request's response body).
+//! `userapp` (set up with `cella::main!`, so that libc's own `malloc` calls come through cella's
+//! exported C allocator). Before the fix: the first `println!` inside a handler put stdout's
+//! buffer in that request's arena, and later prints wrote into whatever the slot held next (a
+//! later request's response body); a `thread_local!` with a destructor touched in a handler had
+//! glibc's TLS-destructor node `calloc`ed in the arena, and the process crashed at exit
+//! (SIGSEGV); a DNS lookup left NSS state in the arena and the next ones hung the worker.
 
 use cella_tests::{Client, ServerProcess, SMALL};
 
@@ -36,6 +39,31 @@ fn println_first_used_in_a_handler_under_server_start_never_writes_into_a_later_
     }
     drop(client);
     server.terminate();
+}
+
+#[test]
+fn a_thread_local_with_a_destructor_touched_in_handlers_does_not_crash_the_process_at_exit() {
+    let mut server = userapp("2");
+    for _ in 0..20 {
+        let mut client = Client::connect(server.addr());
+        assert_eq!(client.get("/thread-local").status, 200);
+        assert_eq!(client.get("/log/1?tag=tls").status, 200);
+    }
+    assert_eq!(server.terminate_and_count_system_allocations(), 0);
+}
+
+#[test]
+fn dns_lookups_work_across_many_requests_on_every_worker_with_no_system_allocation() {
+    let mut server = userapp("2");
+    for round in 0..40 {
+        let mut client = Client::connect(server.addr());
+        let answer = client.get("/resolve/localhost");
+        assert_eq!(answer.status, 200, "round {round}");
+        assert!(answer.text().contains("127.0.0.1"), "round {round}: {}", answer.text());
+        let name = client.get("/thread-name");
+        assert!(name.text().starts_with("cella-worker-"), "round {round}");
+    }
+    assert_eq!(server.terminate_and_count_system_allocations(), 0);
 }
 
 #[test]

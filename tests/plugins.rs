@@ -197,6 +197,28 @@ fn ten_thousand_plugin_requests_make_no_system_allocation_after_startup() {
 }
 
 #[test]
+fn libc_state_a_c_plugin_first_uses_in_a_handler_gives_the_same_answer_every_time() {
+    // localtime/strftime("%Z") (tzset), getaddrinfo (NSS) and printf (stdout's buffer), each
+    // first used inside a handler. Before libc's own allocations went to the state heap, that
+    // state lived in the first request's arena: %Z came back empty from the second request on,
+    // the lookup failed or hung, and prints wrote into later requests' memory.
+    let mut server = serve_plugin(c_plugin(), &["--workers", "2"]);
+    let mut client = Client::connect(server.addr());
+    let first_time = client.get("/libc/time").text();
+    assert!(first_time.starts_with("2023-11-14 ") && first_time.ends_with(" UTC"), "{first_time}");
+    assert_eq!(client.get("/libc/printf?fill=0").text(), "intact");
+    for round in 0..200 {
+        let mut client = Client::connect(server.addr());
+        assert_eq!(client.get("/libc/time").text(), first_time, "round {round}");
+        assert_eq!(client.get("/libc/resolve").text(), "127.0.0.1", "round {round}");
+        // Over where the first print's buffer would have been in the arena.
+        assert_eq!(client.get("/libc/printf?fill=16384").text(), "intact", "round {round}");
+    }
+    drop(client);
+    assert_eq!(server.terminate_and_count_system_allocations(), 0);
+}
+
+#[test]
 fn a_cpp_plugin_throws_and_catches_exceptions_in_handlers_without_system_allocations() {
     let mut server = serve_plugin(cpp_plugin(), &[]);
     let mut client = Client::connect(server.addr());

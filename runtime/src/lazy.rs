@@ -8,8 +8,9 @@
 //! [`prepare_process`] in `Server::start`, [`prepare_worker`] on each worker before it seals.
 //!
 //! What libc sets up lazily (NSS, `tzset`, stdio's `FILE` buffers, the list of thread-local
-//! destructors `__cxa_thread_atexit_impl` builds) is not handled here: in a binary that
-//! exports cella's C allocator it still lands in the arena when first used in a handler.
+//! destructors `__cxa_thread_atexit_impl` builds) comes through the exported C allocator, which
+//! sends allocations whose caller is libc itself to the state heap (`cella_arena::cmalloc`);
+//! [`prepare_process`] makes sure the table of libc's text ranges it checks is filled.
 
 /// Sets up std's process-wide lazy state (stdout, stderr, stdin) on the calling thread,
 /// before the workers start.
@@ -18,6 +19,8 @@ pub(crate) fn prepare_process() {
     let _ = std::io::stdout();
     let _ = std::io::stderr();
     let _ = std::io::stdin();
+    // `cella::main!` did it first thing; a binary that exports the C allocator by hand may not.
+    cella_arena::cmalloc::collect_libc_text();
 }
 
 /// Sets up a worker's own lazy state before it seals: its thread handle and its log buffer.

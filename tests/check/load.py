@@ -10,6 +10,9 @@ cases = [("GET", "/", 200), ("GET", "/alloc/16", 200), ("GET", "/alloc/100000", 
          ("POST", "/echo", 200), ("GET", "/nope", 404)]
 if app == "demo":  # endpoints only the built-in demo app has
     cases += [("GET", "/panic", 500), ("GET", "/overflow", 500), ("GET", "/sleep/1", 200)]
+if app == "plugin":  # the C plugin's endpoints that use libc's lazy state (tzset, NSS, stdio)
+    cases += [("GET", "/libc/time", 200), ("GET", "/libc/resolve", 200),
+              ("GET", "/libc/printf?fill=4096", 200)]
 connection = http.client.HTTPConnection(host, int(port), timeout=10)
 for i in range(count):
     method, path, expected = cases[i % len(cases)]

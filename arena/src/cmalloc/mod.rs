@@ -4,6 +4,14 @@
 //! a no-op (the wipe reclaims it). Outside handlers they forward to the next allocator in symbol
 //! order (glibc's, or an `LD_PRELOAD`ed one).
 //!
+//! **libc's own allocations** (NSS, `tzset`, stdio buffers, the thread-local destructor list,
+//! `getaddrinfo`) are recognised by the caller's return address and go to the state heap
+//! inside handlers and on sealed threads (`libc_own.rs`), so libc's lazy state never lands in
+//! an arena and never reaches the system allocator after the seal. Blocks are freed by
+//! address (state heap, arena, next allocator), whoever frees them. Files: `mod.rs` (the next
+//! allocator, arena blocks, deferred frees), `calls.rs` (the malloc-family functions),
+//! `libc_own.rs` (libc's text ranges and state blocks), `export.rs` (the naked entries).
+//!
 //! A binary opts in with [`export_c_allocator!`](crate::export_c_allocator), which defines the
 //! C symbols, and must export them dynamically (`-Wl,--export-dynamic-symbol=malloc,...`, as
 //! `runtime/build.rs` does for `cella`) so that libraries loaded with `dlopen` bind to them.
@@ -23,7 +31,7 @@
 //! **Blocks from outside the arena** (a plugin `malloc`ed them in `init`, or in a thread of its
 //! own, from the system allocator) may be `realloc`ed and `free`d inside a handler, and behave
 //! as with the system allocator, without a system allocator call while the handler runs:
-//! - `free` records the block in a fixed table of deferred frees ([`DEFERRED_FREES_MAX`]
+//! - `free` (inside a handler or on a sealed thread) records the block in a fixed table of deferred frees ([`DEFERRED_FREES_MAX`]
 //!   entries, static: no allocation) and returns. The table is emptied, with the next
 //!   allocator's `free`, by [`release_deferred_frees`] (`cella serve` calls it at drain) and by
 //!   any malloc-family call outside a handler on a thread that is not sealed (a plugin's own
@@ -32,8 +40,8 @@
 //!   leaks, and [`deferred_free_counts`] counts it): a `free` while a handler runs must not call
 //!   the system allocator, and nothing else could be done with it.
 //! - `realloc` copies the block's contents (`malloc_usable_size` bytes, read from the next
-//!   allocator, which allocates nothing) into a new arena block and frees the old one as `free`
-//!   above. If the next allocator's `malloc_usable_size` is unknown (before [`resolve_next`]),
+//!   allocator, which allocates nothing) into a new arena block (a state block when libc is the
+//!   caller) and frees the old one as `free` above. If the next allocator's `malloc_usable_size` is unknown (before [`resolve_next`]),
 //!   it fails with NULL/`ENOMEM` and leaves the block alone rather than copy too little.
 
 mod export;
@@ -66,6 +74,7 @@ static NEXT_USABLE_SIZE: AtomicUsize = AtomicUsize::new(0);
 /// Finds the allocator after this binary in symbol order (an `LD_PRELOAD`ed counter, or glibc).
 /// Call once at the start of `main`; until then, glibc's own functions are used.
 pub fn resolve_next() {
+    libc_own::collect_libc_text();
     let table: [(&AtomicUsize, &[u8]); 6] = [
         (&NEXT_MALLOC, b"malloc\0"),
         (&NEXT_FREE, b"free\0"),
@@ -95,6 +104,14 @@ macro_rules! next {
         }
     }};
 }
+
+// After `next!`, which they use.
+mod calls;
+pub mod entries;
+mod libc_own;
+
+pub use calls::*;
+pub use libc_own::{collect_libc_text, libc_text_ranges, LIBC_TEXT_RANGES_MAX};
 
 /// Sets the calling thread's `errno` (malloc(3): failures set `ENOMEM`, bad alignments
 /// `EINVAL`) and returns NULL.
@@ -267,250 +284,6 @@ fn release_deferred_if_unsealed() {
     if DEFERRED_PENDING.load(Ordering::Relaxed) != 0 && !route::current_thread_is_sealed() {
         release_deferred_frees();
     }
-}
-
-/// `malloc(3)`.
-///
-/// # Safety
-/// As the C function.
-pub unsafe fn malloc(size: usize) -> *mut c_void {
-    if let Some(route) = routed() {
-        // SAFETY: route from this thread.
-        return unsafe { arena_block(route, size, HEADER) };
-    }
-    release_deferred_if_unsealed();
-    route::count_system_call();
-    let next = next!(NEXT_MALLOC, __libc_malloc, fn(usize) -> *mut c_void);
-    // SAFETY: forwarded unchanged to the next allocator.
-    unsafe { next(size) }
-}
-
-/// `free(3)`. Arena memory: the bytes come back only when this was the arena's latest block
-/// (the wipe reclaims the rest). Other memory inside a handler: the `free` is deferred (see the
-/// module documentation); outside one: the next allocator's `free`.
-///
-/// # Safety
-/// As the C function.
-pub unsafe fn free(block: *mut c_void) {
-    if block.is_null() {
-        return;
-    }
-    if route::in_any_region(block as usize) {
-        if let Some(route) = routed() {
-            // SAFETY: the route's arena is valid while entered.
-            let arena = unsafe { &*route.arena };
-            // Gives the bytes back when this was the most recent allocation.
-            arena.free(block.cast::<u8>().wrapping_sub(HEADER));
-        }
-        return;
-    }
-    if routed().is_some() {
-        defer_free(block);
-        return;
-    }
-    release_deferred_if_unsealed();
-    route::count_system_call();
-    let next = next!(NEXT_FREE, __libc_free, fn(*mut c_void) -> ());
-    // SAFETY: not arena memory, so it came from the next allocator; forwarded unchanged.
-    unsafe { next(block) }
-}
-
-/// `calloc(3)`: NULL with `ENOMEM` when `count × size` overflows.
-///
-/// # Safety
-/// As the C function.
-pub unsafe fn calloc(count: usize, size: usize) -> *mut c_void {
-    if let Some(route) = routed() {
-        let Some(bytes) = count.checked_mul(size) else { return fail(libc::ENOMEM) };
-        // SAFETY: route from this thread.
-        let block = unsafe { arena_block(route, bytes, HEADER) };
-        if !block.is_null() {
-            // SAFETY: the block has `bytes` writable bytes (arena memory may hold earlier data
-            // of this request, so it is zeroed here).
-            unsafe { ptr::write_bytes(block.cast::<u8>(), 0, bytes) };
-        }
-        return block;
-    }
-    release_deferred_if_unsealed();
-    route::count_system_call();
-    let next = next!(NEXT_CALLOC, __libc_calloc, fn(usize, usize) -> *mut c_void);
-    // SAFETY: forwarded unchanged to the next allocator (which checks the product itself).
-    unsafe { next(count, size) }
-}
-
-/// `realloc(3)`. See the module documentation for blocks from outside the arena.
-///
-/// # Safety
-/// As the C function.
-pub unsafe fn realloc(block: *mut c_void, size: usize) -> *mut c_void {
-    if block.is_null() {
-        // SAFETY: as the C function.
-        return unsafe { malloc(size) };
-    }
-    let in_region = route::in_any_region(block as usize);
-    let Some(route) = routed() else {
-        if !in_region {
-            release_deferred_if_unsealed();
-            route::count_system_call();
-            let next = next!(NEXT_REALLOC, __libc_realloc, fn(*mut c_void, usize) -> *mut c_void);
-            // SAFETY: memory of the next allocator, forwarded unchanged.
-            return unsafe { next(block, size) };
-        }
-        // Arena memory outside its handler: move it to the system allocator.
-        // SAFETY: arena memory handed to C comes from `arena_block`; as the C functions.
-        return unsafe { move_block(block, block_size(block), size, malloc(size)) };
-    };
-    if block_layout(size, HEADER).is_none() {
-        return fail(libc::ENOMEM); // The block is left as it was, as realloc(3) says.
-    }
-    let old_size = if in_region {
-        // SAFETY: arena memory handed to C comes from `arena_block`.
-        let old_size = unsafe { block_size(block) };
-        // SAFETY: the route's arena is valid while entered.
-        let arena = unsafe { &*route.arena };
-        // `size + HEADER` does not overflow: `block_layout` checked it.
-        if arena.try_resize_in_place(block.cast::<u8>().wrapping_sub(HEADER), size + HEADER) {
-            // SAFETY: the block is ours and now holds `size` bytes.
-            unsafe { block.cast::<u8>().sub(HEADER).cast::<usize>().write(size) };
-            return block;
-        }
-        old_size
-    } else {
-        // Acquire: pairs with the Release store in `resolve_next`.
-        if NEXT_USABLE_SIZE.load(Ordering::Acquire) == 0 {
-            return fail(libc::ENOMEM); // Unknown size: refuse rather than copy too little.
-        }
-        let next = next!(NEXT_USABLE_SIZE, malloc_usable_size_fallback, fn(*mut c_void) -> usize);
-        // SAFETY: memory of the next allocator: its usable size, which it computes without
-        // allocating, is at least what was asked and all of it is readable.
-        unsafe { next(block) }
-    };
-    // SAFETY: route from this thread; then as `move_block` requires (the new block is fresh).
-    unsafe {
-        let moved = arena_block(route, size, HEADER);
-        move_block(block, old_size, size, moved)
-    }
-}
-
-/// Copies `min(old_size, size)` bytes of `block` to `moved` and frees `block` (deferred when it
-/// is the next allocator's and a handler runs); when `moved` is NULL, leaves `block` alone.
-///
-/// # Safety
-/// `block` holds `old_size` readable bytes and may be freed; `moved` is NULL or a fresh block of
-/// at least `size` bytes.
-unsafe fn move_block(
-    block: *mut c_void,
-    old_size: usize,
-    size: usize,
-    moved: *mut c_void,
-) -> *mut c_void {
-    if !moved.is_null() {
-        // SAFETY: the two blocks are distinct (`moved` is fresh) and hold at least the bytes
-        // copied; `free` as the C function.
-        unsafe {
-            ptr::copy_nonoverlapping(block.cast::<u8>(), moved.cast::<u8>(), old_size.min(size));
-            free(block);
-        }
-    }
-    moved
-}
-
-/// `reallocarray(3)`: NULL with `ENOMEM`, the block left alone, when `count × size` overflows.
-///
-/// # Safety
-/// As the C function.
-pub unsafe fn reallocarray(block: *mut c_void, count: usize, size: usize) -> *mut c_void {
-    match count.checked_mul(size) {
-        // SAFETY: as the C function.
-        Some(bytes) => unsafe { realloc(block, bytes) },
-        None => fail(libc::ENOMEM),
-    }
-}
-
-unsafe extern "C" fn malloc_usable_size_fallback(_block: *mut c_void) -> usize {
-    0
-}
-
-/// `memalign(3)` and `aligned_alloc(3)`: NULL with `EINVAL` when `align` is not a power of two,
-/// with `ENOMEM` when the size is impossible.
-///
-/// # Safety
-/// As the C function.
-pub unsafe fn memalign(align: usize, size: usize) -> *mut c_void {
-    if !align.is_power_of_two() {
-        return fail(libc::EINVAL);
-    }
-    if let Some(route) = routed() {
-        // SAFETY: route from this thread; `align` is a power of two.
-        return unsafe { arena_block(route, size, align) };
-    }
-    release_deferred_if_unsealed();
-    route::count_system_call();
-    let next = next!(NEXT_MEMALIGN, __libc_memalign, fn(usize, usize) -> *mut c_void);
-    // SAFETY: forwarded unchanged to the next allocator.
-    unsafe { next(align, size) }
-}
-
-/// `valloc(3)`: page-aligned.
-///
-/// # Safety
-/// As the C function.
-pub unsafe fn valloc(size: usize) -> *mut c_void {
-    // SAFETY: as the C function.
-    unsafe { memalign(crate::page_size(), size) }
-}
-
-/// `pvalloc(3)`: page-aligned, the size rounded up to whole pages (at least one); NULL with
-/// `ENOMEM` when the rounding overflows.
-///
-/// # Safety
-/// As the C function.
-pub unsafe fn pvalloc(size: usize) -> *mut c_void {
-    let page = crate::page_size();
-    match size.div_ceil(page).max(1).checked_mul(page) {
-        // SAFETY: as the C function.
-        Some(rounded) => unsafe { memalign(page, rounded) },
-        None => fail(libc::ENOMEM),
-    }
-}
-
-/// `posix_memalign(3)`: `EINVAL` or `ENOMEM` returned, `errno` left as it was.
-///
-/// # Safety
-/// As the C function.
-pub unsafe fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> i32 {
-    if out.is_null() || !align.is_power_of_two() || align % size_of::<*mut c_void>() != 0 {
-        return libc::EINVAL;
-    }
-    // SAFETY: __errno_location(3) is the calling thread's errno.
-    let errno = unsafe { *libc::__errno_location() };
-    // SAFETY: as the C function.
-    let block = unsafe { memalign(align, size) };
-    if block.is_null() {
-        // SAFETY: as above; posix_memalign(3) reports through its result, not errno.
-        unsafe { *libc::__errno_location() = errno };
-        return libc::ENOMEM;
-    }
-    // SAFETY: `out` is non-null and writable (C contract).
-    unsafe { out.write(block) };
-    0
-}
-
-/// `malloc_usable_size(3)`.
-///
-/// # Safety
-/// As the C function.
-pub unsafe fn malloc_usable_size(block: *mut c_void) -> usize {
-    if block.is_null() {
-        return 0;
-    }
-    if route::in_any_region(block as usize) {
-        // SAFETY: arena memory handed to C comes from `arena_block`.
-        return unsafe { block_size(block) };
-    }
-    let next = next!(NEXT_USABLE_SIZE, malloc_usable_size_fallback, fn(*mut c_void) -> usize);
-    // SAFETY: forwarded unchanged to the next allocator.
-    unsafe { next(block) }
 }
 
 #[cfg(test)]

@@ -193,3 +193,89 @@ fn a_system_block_freed_in_a_handler_is_freed_after_it() {
     unsafe { free(malloc(1)) };
     assert!(blocks.iter().all(|&block| !is_deferred(block)));
 }
+
+/// A return address inside libc's text: the start of `strlen`, resolved by the loader.
+fn libc_caller() -> usize {
+    libc::strlen as *const () as usize + 1
+}
+
+#[test]
+fn libc_allocations_in_a_handler_go_to_the_state_heap_and_are_freed_and_grown_by_address() {
+    resolve_next();
+    assert!(libc_text_ranges() > 0, "libc's text was found");
+    assert!(libc_own::is_libc(libc_caller()));
+    assert!(!libc_own::is_libc(libc_caller as *const () as usize), "this test binary is not libc");
+    let calls = in_handler(|arena| {
+        // SAFETY (all below): C allocator functions called as C would call them, and reads
+        // and writes only within the bytes a non-NULL block holds.
+        unsafe {
+            let own = malloc_from(100, libc_caller());
+            assert!(crate::state::is_state_heap_memory(own as usize), "libc's: state heap");
+            let plugin = malloc_from(100, 0);
+            assert!(arena.contains(plugin.cast()), "a plugin's: the arena");
+            ptr::write_bytes(own.cast::<u8>(), 7, 100);
+            let zeroed = calloc_from(4, 50, libc_caller()).cast::<u8>();
+            assert!(crate::state::is_state_heap_memory(zeroed as usize));
+            assert!((0..200).all(|i| *zeroed.add(i) == 0));
+            // Grown by anyone: it stays in the state heap, its bytes with it.
+            let grown = realloc_from(own, 100_000, 0).cast::<u8>();
+            assert!(crate::state::is_state_heap_memory(grown as usize));
+            assert!((0..100).all(|i| *grown.add(i) == 7));
+            assert_eq!(malloc_usable_size(grown.cast()), 100_000);
+            let aligned = memalign_from(4096, 10, libc_caller());
+            assert_eq!(aligned as usize % 4096, 0);
+            assert!(crate::state::is_state_heap_memory(aligned as usize));
+            // Freed by address, whoever frees it: the state heap gets them back.
+            free(grown.cast());
+            free(zeroed.cast());
+            free(aligned);
+            free(plugin);
+        }
+    });
+    assert_eq!(calls, 0, "no system allocator call");
+}
+
+#[test]
+fn outside_handlers_on_an_unsealed_thread_libc_allocations_go_to_the_system_allocator() {
+    resolve_next();
+    // SAFETY: as the C functions.
+    unsafe {
+        let block = malloc_from(64, libc_caller());
+        assert!(!route::in_any_region(block as usize));
+        free(block);
+    }
+}
+
+/// Measures the C allocator's cost per call, best of 5 runs of 2 million pairs each:
+/// `cargo test --release -p cella-arena -- --ignored --nocapture c_allocator_cost`.
+/// docs/benchmarks.md has the figures.
+#[test]
+#[ignore]
+fn c_allocator_cost_per_call() {
+    const CALLS: usize = 2_000_000;
+    resolve_next();
+    let best = |pair: &dyn Fn(&Route)| {
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            in_handler(|_| {
+                let route = routed().expect("in a handler");
+                let started = std::time::Instant::now();
+                for _ in 0..CALLS {
+                    pair(route);
+                }
+                best = best.min(started.elapsed().as_nanos() as f64 / CALLS as f64);
+            });
+        }
+        best
+    };
+    // SAFETY (the three below): as the C functions; each block is freed at once.
+    let alone = best(&|route| unsafe {
+        free(std::hint::black_box(arena_block(route, 32, HEADER)));
+    });
+    let plugin = best(&|_| unsafe { free(std::hint::black_box(malloc_from(32, 0))) });
+    let own = best(&|_| unsafe { free(std::hint::black_box(malloc_from(32, libc_caller()))) });
+    println!("malloc+free of 32 bytes in a handler, ns per pair (best of 5 x {CALLS}):");
+    println!("  arena block without the caller check: {alone:.1}");
+    println!("  plugin caller (checked, arena):        {plugin:.1}");
+    println!("  libc caller (state heap, talc):        {own:.1}");
+}

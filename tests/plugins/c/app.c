@@ -4,15 +4,20 @@
  * from the config file's [plugin] section).
  * C only: GET /foreign/realloc/{i} and /foreign/free/{i} realloc or free, inside a handler, the
  * i-th of the blocks init malloc'ed (from the system allocator); GET /overflow and
- * /overflow/init report what allocation sizes that overflow returned, in a handler and in init.
+ * /overflow/init report what allocation sizes that overflow returned, in a handler and in init;
+ * GET /libc/time, /libc/resolve and /libc/printf?fill=N use libc state that libc sets up
+ * lazily, with malloc, the first time a handler needs it (tzset, NSS, stdout's buffer).
  *
  * Build: cc -shared -fPIC -O2 -I runtime/include -o libapp_c.so tests/plugins/c/app.c
  * -DAPP_ABI_VERSION=N builds it for another ABI version; -DAPP_NO_ENTRY leaves out the entry;
  * -DAPP_OVERFLOW_IN_INIT makes init call the allocator with overflowing sizes too.
  */
 #define _GNU_SOURCE /* pvalloc, memalign, valloc, reallocarray, malloc_usable_size */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
+#include <netdb.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -183,6 +188,51 @@ static void overflowing_sizes(char *report, size_t capacity) {
     if (report[0] == '\0') snprintf(report, capacity, "all NULL");
 }
 
+/* A fixed instant in the local time zone, with its name: tzset loads the zone the first time. */
+static void libc_time(const CellaHost *host, CellaResponse *response) {
+    time_t instant = 1700000000;
+    struct tm local;
+    char formatted[64];
+    if (localtime_r(&instant, &local) == NULL ||
+        strftime(formatted, sizeof formatted, "%Y-%m-%d %H:%M:%S %Z", &local) == 0) {
+        text(host, response, 500, "localtime failed\n");
+        return;
+    }
+    text(host, response, 200, formatted);
+}
+
+/* localhost's first IPv4 address through NSS (files, then dns). */
+static void libc_resolve(const CellaHost *host, CellaResponse *response) {
+    struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM };
+    struct addrinfo *found = NULL;
+    int rc = getaddrinfo("localhost", NULL, &hints, &found);
+    if (rc != 0 || found == NULL) { text(host, response, 500, gai_strerror(rc)); return; }
+    char address[INET_ADDRSTRLEN] = "";
+    inet_ntop(AF_INET, &((struct sockaddr_in *)found->ai_addr)->sin_addr, address, sizeof address);
+    freeaddrinfo(found);
+    text(host, response, 200, address);
+}
+
+/* Fills `fill` bytes of a fresh block, prints (stdout's buffer is malloc'ed at the first print),
+ * and checks the block: a buffer left in an earlier request's arena would be written into it. */
+static void libc_printf(const CellaHost *host, const CellaRequest *request, CellaResponse *response) {
+    CellaStr query = host->request_query(request);
+    size_t fill = 0;
+    for (size_t i = starts_with(query, "fill=") ? 5 : query.len; i < query.len; i++) {
+        fill = fill * 10 + (size_t)(query.ptr[i] - '0');
+    }
+    unsigned char *block = malloc(fill + 1);
+    if (block == NULL) { text(host, response, 500, "malloc failed\n"); return; }
+    memset(block, 0x5a, fill);
+    for (int line = 0; line < 3; line++) printf("cella plugin stdout line %d of a request\n", line);
+    fflush(stdout);
+    for (size_t i = 0; i < fill; i++) {
+        if (block[i] != 0x5a) { text(host, response, 500, "printf wrote into this request's memory\n"); return; }
+    }
+    free(block);
+    text(host, response, 200, "intact");
+}
+
 static char overflow_in_init[512] = "not checked (build with -DAPP_OVERFLOW_IN_INIT)";
 
 static void handle(const CellaHost *host, const CellaRequest *request, CellaResponse *response) {
@@ -207,6 +257,12 @@ static void handle(const CellaHost *host, const CellaRequest *request, CellaResp
         char report[512];
         overflowing_sizes(report, sizeof report);
         text(host, response, 200, report);
+    } else if (equals(method, "GET") && equals(path, "/libc/time")) {
+        libc_time(host, response);
+    } else if (equals(method, "GET") && equals(path, "/libc/resolve")) {
+        libc_resolve(host, response);
+    } else if (equals(method, "GET") && equals(path, "/libc/printf")) {
+        libc_printf(host, request, response);
     } else if (equals(method, "GET") && equals(path, "/overflow/init")) {
         text(host, response, 200, overflow_in_init);
     } else {
