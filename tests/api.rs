@@ -299,7 +299,7 @@ fn a_binary_whose_global_allocator_is_not_routing_alloc_refuses_to_start() {
 fn handler_is_offered_only_by_binaries_that_export_the_c_allocator() {
     let plugin = c_plugin();
     let args = ["serve", "--listen", "127.0.0.1:0", "--handler", plugin.to_str().expect("UTF-8")];
-    let (code, message) = refused("testapp", &args);
+    let (code, message) = refused("without_setup", &args);
     assert_eq!(code, Some(2));
     assert!(message.contains("--handler is not available"), "{message}");
     assert!(message.contains("cella::main!(app)"), "{message}");
@@ -307,7 +307,7 @@ fn handler_is_offered_only_by_binaries_that_export_the_c_allocator() {
         let output = Command::new(binary(name)).args(["serve", "--help"]).output().expect("runs");
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
-    assert!(!help("testapp").contains("--handler <PATH.so>"));
+    assert!(!help("without_setup").contains("--handler <PATH.so>"));
     assert!(help("api").contains("--handler <PATH.so>"));
     assert!(help("cella").contains("--handler <PATH.so>"));
 }

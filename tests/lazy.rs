@@ -78,3 +78,61 @@ fn the_environment_and_the_thread_handle_read_in_handlers_are_right_every_time()
     drop(client);
     assert_eq!(server.terminate_and_count_system_allocations(), 0);
 }
+
+/// Builds the LD_PRELOAD malloc counter of tests/check/ (once per test binary).
+fn malloc_counter() -> &'static std::path::Path {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out =
+            std::env::temp_dir().join(format!("cella-lazy-counter-{}.so", std::process::id()));
+        let status = std::process::Command::new("cc")
+            .args(["-O2", "-shared", "-fPIC", "-o"])
+            .arg(&out)
+            .arg(root.join("tests/check/malloc_counter.c"))
+            .status()
+            .expect("cc runs");
+        assert!(status.success(), "the malloc counter builds");
+        out
+    })
+}
+
+#[test]
+fn dns_lookups_after_the_seal_reach_no_system_allocator_by_cellas_count_and_by_ld_preload() {
+    // The counter sees every call that reaches glibc's malloc through cella's exported
+    // allocator (the next allocator in symbol order), between SIGUSR1 and SIGUSR2.
+    let counter = malloc_counter().to_str().expect("a UTF-8 path").to_owned();
+    let mut args = vec!["serve"];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&["--workers", "2", "--slots", "4"]);
+    let mut server = ServerProcess::start_binary("userapp", &args, &[("LD_PRELOAD", &counter)]);
+    server.signal(libc::SIGUSR1);
+    for round in 0..30 {
+        let mut client = Client::connect(server.addr());
+        assert_eq!(client.get("/resolve/localhost").status, 200, "round {round}");
+        assert_eq!(client.get("/thread-local").status, 200, "round {round}");
+        assert_eq!(client.get("/log/1?tag=counted").status, 200, "round {round}");
+    }
+    server.signal(libc::SIGUSR2);
+    assert!(server.wait_stderr("malloc-counter:"), "{}", server.stderr());
+    assert!(server.stderr().contains("malloc-counter: 0 calls in window"), "{}", server.stderr());
+    assert_eq!(server.terminate_and_count_system_allocations(), 0, "cella's count agrees");
+}
+
+#[test]
+fn a_server_whose_binary_does_not_export_the_c_allocator_says_libc_allocations_are_unseen() {
+    let env = [
+        ("CELLA_WORKERS", "1"),
+        ("CELLA_SLOTS", "1"),
+        ("CELLA_SLOT_ARENA_SIZE", "64KiB"),
+        ("CELLA_REQUEST_BODY_SIZE_MAX", "16KiB"),
+    ];
+    let server = ServerProcess::start_binary("startapp", &[], &env);
+    assert!(
+        server.wait_stderr("cella: warning: this binary does not export cella's C allocator"),
+        "{}",
+        server.stderr()
+    );
+    let server = userapp("1");
+    assert!(!server.stderr().contains("does not export"), "{}", server.stderr());
+}

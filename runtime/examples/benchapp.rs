@@ -7,10 +7,9 @@ mod common;
 
 use cella::{handler_fn, Response};
 
-#[global_allocator]
-static ALLOCATOR: cella::RoutingAlloc = cella::RoutingAlloc;
-
-fn main() -> std::process::ExitCode {
-    let app = || cella::demo::app().get("/json", handler_fn(|_| Response::json(common::json())));
-    cella::cli::main_with(std::env::args_os(), app)
+fn app() -> cella::Router {
+    cella::demo::app().get("/json", handler_fn(|_| Response::json(common::json())))
 }
+
+// The documented one-line setup (RoutingAlloc, the exported C allocator, the descriptor hooks).
+cella::main!(app);

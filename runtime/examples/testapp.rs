@@ -12,11 +12,10 @@ use std::time::Duration;
 use cella::net::TcpStream;
 use cella::{handler_fn, Response};
 
-#[global_allocator]
-static ALLOCATOR: cella::RoutingAlloc = cella::RoutingAlloc;
-
-// Descriptors a handler opens are its slot's: closed by the runtime when it ends hard.
-cella_arena::export_fd_hooks!();
+// The documented setup: RoutingAlloc, cella's C allocator (libc's own allocations go to the
+// state heap) and the descriptor hooks (descriptors a handler opens are its slot's, closed by
+// the runtime when it ends hard), and cella's command line over `app`.
+cella::main!(app);
 
 /// How many `Tracked` values have been dropped.
 static DROPS: AtomicU64 = AtomicU64::new(0);
@@ -76,7 +75,7 @@ fn overrun() -> usize {
     }
 }
 
-fn main() -> std::process::ExitCode {
+fn app() -> cella::Router {
     let app = || {
         cella::demo::app()
             .get(
@@ -171,8 +170,7 @@ fn main() -> std::process::ExitCode {
     };
     // Built at startup (in the system heap), written by a handler: the escape check's `full`.
     let shared_text = Arc::new(std::sync::Mutex::new(String::new()));
-    let app = move || escape_endpoints(ladder_endpoints(app()), shared_text.clone());
-    cella::cli::main_with(std::env::args_os(), app)
+    escape_endpoints(ladder_endpoints(app()), shared_text)
 }
 
 /// A lazily initialised static whose first initialisation happens inside a handler.

@@ -267,6 +267,15 @@ impl Server {
             drop(server);
             return Err(error);
         }
+        if !crate::setup::c_allocator_is_exported() {
+            // Said once, at start: what cella cannot see, it must not report as zero silently.
+            crate::sys::write_stderr(
+                b"cella: warning: this binary does not export cella's C allocator: libc's own \
+                  allocations (DNS lookups, localtime, stdio buffers) go to glibc's malloc, \
+                  unbounded and not counted in `system allocator calls after startup`; set the \
+                  binary up with `cella::main!(app)`\n",
+            );
+        }
         Ok(server)
     }
 }
