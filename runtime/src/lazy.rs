@@ -12,9 +12,14 @@
 //! sends allocations whose caller is libc itself to the state heap (`cella_arena::cmalloc`);
 //! [`prepare_process`] makes sure the table of libc's text ranges it checks is filled.
 
-/// Sets up std's process-wide lazy state (stdout, stderr, stdin) on the calling thread,
-/// before the workers start.
-pub(crate) fn prepare_process() {
+/// Sets up std's process-wide lazy state (stdout, stderr, stdin) on the calling thread, before
+/// the workers start, and installs the logger (each worker then gives itself a line buffer of
+/// `log_line_size_max` before it seals).
+pub(crate) fn prepare_process(config: &cella_shared::Config) {
+    crate::log::install(
+        crate::log::level_of(&config.log_level),
+        config.log_line_size_max.0 as usize,
+    );
     // Each call initialises its `OnceLock` (stdout's and stdin's buffers are allocated then).
     let _ = std::io::stdout();
     let _ = std::io::stderr();

@@ -96,6 +96,19 @@ pub fn c_allocator_is_exported() -> bool {
     exported
 }
 
+/// Says once, on stderr, that libc's own allocations are unseen when this binary does not
+/// export cella's C allocator: what cella cannot count, it must not report as zero silently.
+pub(crate) fn warn_unless_c_allocator_is_exported() {
+    if !c_allocator_is_exported() {
+        crate::sys::write_stderr(
+            b"cella: warning: this binary does not export cella's C allocator: libc's own \
+              allocations (DNS lookups, localtime, stdio buffers) go to glibc's malloc, \
+              unbounded and not counted in `system allocator calls after startup`; set the \
+              binary up with `cella::main!(app)`\n",
+        );
+    }
+}
+
 /// Sets a binary up fully, in one line: [`RoutingAlloc`](crate::RoutingAlloc) as its global
 /// allocator, cella's C allocator and descriptor hooks exported (so plugins' `malloc` and the
 /// descriptors handlers open belong to the request's slot), and a `main` that runs cella's

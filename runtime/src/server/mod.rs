@@ -167,13 +167,8 @@ impl Server {
         let page_size = cella_arena::page_size() as u64;
         let plan = self.config.validate(page_size).map_err(StartError::Config)?;
         check_open_file_limit(&self.config, &plan)?;
-        // Before any handler runs: std's stdio buffers, in the system heap (`lazy.rs`).
-        crate::lazy::prepare_process();
-        // Before the workers start: each gives itself a line buffer of this size before it seals.
-        crate::log::install(
-            crate::log::level_of(&self.config.log_level),
-            self.config.log_line_size_max.0 as usize,
-        );
+        // Before any handler runs: std's stdio buffers, libc's text ranges, the logger.
+        crate::lazy::prepare_process(&self.config);
         crate::panic_hook::install();
         crate::sys::install_fault_handler()
             .map_err(|source| StartError::Io { step: "install the fault handler", source })?;
@@ -267,15 +262,7 @@ impl Server {
             drop(server);
             return Err(error);
         }
-        if !crate::setup::c_allocator_is_exported() {
-            // Said once, at start: what cella cannot see, it must not report as zero silently.
-            crate::sys::write_stderr(
-                b"cella: warning: this binary does not export cella's C allocator: libc's own \
-                  allocations (DNS lookups, localtime, stdio buffers) go to glibc's malloc, \
-                  unbounded and not counted in `system allocator calls after startup`; set the \
-                  binary up with `cella::main!(app)`\n",
-            );
-        }
+        crate::setup::warn_unless_c_allocator_is_exported();
         Ok(server)
     }
 }
