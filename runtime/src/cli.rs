@@ -252,13 +252,15 @@ fn serve(config: Config, handler: impl Handler) -> ExitCode {
     if let Some(addr) = server.agent_addr() {
         eprintln!("cella: agent-check listener on {addr}");
     }
+    // Before the ready line, which tools take as the start of "no allocation from now on":
+    // telling systemd formats (allocates) on this thread, which is sealed right after the line.
+    if let Err(error) = notify.ready(&format!("listening on http://{}", server.local_addr())) {
+        eprintln!("cella: warning: cannot notify systemd (NOTIFY_SOCKET): {error}");
+    }
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "listening on http://{}", server.local_addr());
     let _ = stdout.flush();
     drop(stdout);
-    if let Err(error) = notify.ready(&format!("listening on http://{}", server.local_addr())) {
-        eprintln!("cella: warning: cannot notify systemd (NOTIFY_SOCKET): {error}");
-    }
     cella_arena::seal_current_thread();
     while !stop_signal(&server, notify.watchdog(Duration::from_secs(1))) {}
     notify.stopping();
