@@ -158,8 +158,11 @@ def main():
     lines += targets(results)
     # connections.md: the connection engine's measurements (idle memory, CPU against the build
     # before it), hand-written from benchmarks/idle.py and benchmarks/compare.py runs.
+    # escape.md, c_allocator.md: the escape check's and the C allocator's caller check's costs
+    # (issue 10), hand-written from escape_cost.py, instructions.py and c_allocator_cost runs.
     for extra in (os.path.join(ROOT, "benchmarks", "analysis.md"), os.path.join(ROOT, "benchmarks", "connections.md"),
-                  os.path.join(ROOT, "benchmarks", "results", "extra.md")):
+                  os.path.join(ROOT, "benchmarks", "results", "extra.md"), os.path.join(ROOT, "benchmarks", "escape.md"),
+                  os.path.join(ROOT, "benchmarks", "c_allocator.md")):
         if os.path.exists(extra):
             lines += [open(extra).read()]
     open(os.path.join(DOCS, "benchmarks.md"), "w").write("\n".join(lines) + "\n")

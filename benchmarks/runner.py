@@ -76,7 +76,10 @@ class Server:
         port = str(self.port)
         if self.name in CELLA_BINARIES:
             extra = ["--max-connections", "12000"] if self.workload == "idle" else []
-            return [CELLA_BINARIES[self.name], "serve", "--listen", f"127.0.0.1:{port}"] + CELLA_ARGS + extra
+            # A build may carry configuration keys after `@` (as instructions.py): PATH@KEY=VALUE.
+            binary, *settings = CELLA_BINARIES[self.name].split("@")
+            sets = [arg for setting in settings for arg in ("--set", setting)]
+            return [binary, "serve", "--listen", f"127.0.0.1:{port}"] + CELLA_ARGS + extra + sets
         if self.name == "nginx":
             conf = open(os.path.join(BENCH, "nginx.conf.template")).read()
             conf = conf.replace("PIDFILE", os.path.join(self.tmp, "nginx.pid")).replace("TMPDIR", self.tmp)
