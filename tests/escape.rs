@@ -59,6 +59,9 @@ fn escape_is_reported_and_the_slot_retired(level: &str, path: &str, kind: &str) 
     assert_eq!(metrics.get("cella_slots_retired"), 1.0);
     assert!(server.terminate().success()); // every line read
     assert_eq!(escape_lines(&server).len(), 1, "the retired slot was never used again");
+    let drained =
+        "cella: escape check: 1 words found pointing into released arenas, 1 slots retired";
+    assert!(server.stderr().contains(drained), "{}", server.stderr());
 }
 
 #[test]

@@ -308,8 +308,7 @@ fn serve(config: Config, handler: impl Handler) -> ExitCode {
     }
     if stats.escapes > 0 {
         eprintln!(
-            "cella: the escape check found {} words pointing into released arenas; {} slots \
-             retired",
+            "cella: escape check: {} words found pointing into released arenas, {} slots retired",
             stats.escapes, stats.slots_retired
         );
     }

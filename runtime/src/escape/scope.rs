@@ -16,7 +16,11 @@
 //!   marker), the region, the statics above (an object's `.bss` tail is anonymous too), and
 //!   the runtime's own tables (`exclude`: slots, connections), whose words point into arenas
 //!   on purpose. After the seal nothing maps or unmaps memory (the no-allocation check proves
-//!   it with strace), so every range stays readable.
+//!   it with strace), so every range stays readable, with two conditions for `full`: glibc
+//!   does not trim its heaps (`M_TRIM_THRESHOLD` is raised here), and no block glibc mapped on
+//!   its own (128KiB and up) that was allocated before the seal is freed while workers serve:
+//!   true of cella's binaries, whose main thread seals right after start; an embedding program
+//!   whose main thread frees such a block meanwhile must not use `full`.
 
 use std::ffi::{c_int, c_void};
 use std::io;
@@ -64,6 +68,13 @@ impl Scope {
         });
         let statics = subtract_all(subtract_all(statics, &read_only), exclude);
         let heap = if level == EscapeCheck::Full {
+            // glibc gives the top of a heap back to the kernel when a free leaves more than
+            // this free there (sbrk or a protection change): then a range read below would be
+            // gone. The main thread may still free after this point (an embedding program's
+            // main does what it likes); a block glibc mapped alone and freed later is unmapped
+            // whatever this says (docs/architecture.md: what `full` assumes).
+            // SAFETY: mallopt(3) takes any value; it only changes a threshold of glibc's.
+            unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX) };
             let maps = std::fs::read("/proc/self/maps")?;
             let anonymous = anonymous_writable_mappings(&maps, stack_markers);
             subtract_all(subtract_all(anonymous, &statics), exclude)
