@@ -103,25 +103,25 @@ pub(crate) fn scan(scope: &Scope, thread: &ThreadScope, used: Range) -> Findings
         return findings;
     }
     for &range in scope.statics() {
-        scan_range(range, used, Place::Static, &mut findings);
+        scan_range(range, used, Place::Static, &[], &mut findings);
     }
     for &range in thread.blocks() {
-        scan_range(range, used, Place::ThreadLocal, &mut findings);
+        scan_range(range, used, Place::ThreadLocal, &[], &mut findings);
     }
     if scope.level() == EscapeCheck::Full {
         for &range in scope.heap() {
-            scan_range(range, used, Place::Heap, &mut findings);
+            scan_range(range, used, Place::Heap, scope.junk(), &mut findings);
         }
         if let Some((start, end)) = cella_arena::state::scan_extent() {
-            scan_range(Range { start, end }, used, Place::StateHeap, &mut findings);
+            scan_range(Range { start, end }, used, Place::StateHeap, &[], &mut findings);
         }
     }
     findings
 }
 
 /// Reads every aligned word of `range`, [`WORDS_PER_STEP`] at a time, and adds those pointing
-/// into `used` to `findings`.
-fn scan_range(range: Range, used: Range, place: Place, findings: &mut Findings) {
+/// into `used` to `findings`, but for the addresses in `junk` (sorted).
+fn scan_range(range: Range, used: Range, place: Place, junk: &[usize], findings: &mut Findings) {
     let len = used.end - used.start;
     let points_in = |value: usize| value.wrapping_sub(used.start) < len;
     let read = |at: usize| {
@@ -141,8 +141,9 @@ fn scan_range(range: Range, used: Range, place: Place, findings: &mut Findings) 
         if any {
             for word in 0..WORDS_PER_STEP {
                 let value = read(at + word * WORD);
-                if points_in(value) {
-                    findings.add(Hit { place, at: at + word * WORD, value });
+                let word_at = at + word * WORD;
+                if points_in(value) && junk.binary_search(&word_at).is_err() {
+                    findings.add(Hit { place, at: word_at, value });
                 }
             }
         }
@@ -150,7 +151,7 @@ fn scan_range(range: Range, used: Range, place: Place, findings: &mut Findings) 
     }
     while range.end.saturating_sub(at) >= WORD {
         let value = read(at);
-        if points_in(value) {
+        if points_in(value) && junk.binary_search(&at).is_err() {
             findings.add(Hit { place, at, value });
         }
         at += WORD;
@@ -173,7 +174,7 @@ mod tests {
         words[20] = used.start - 1;
         let range = Range { start: words.as_ptr() as usize, end: words.as_ptr() as usize + 37 * 8 };
         let mut findings = Findings::new();
-        scan_range(range, used, Place::Heap, &mut findings);
+        scan_range(range, used, Place::Heap, &[], &mut findings);
         let found: Vec<usize> = findings.hits().iter().map(|hit| hit.value).collect();
         assert_eq!(found, vec![used.start, used.start + 99, used.start + 50]);
         assert_eq!(findings.hits()[0].at, words.as_ptr() as usize);
@@ -187,7 +188,11 @@ mod tests {
         let words = [used.start + 8; 10];
         let range = Range { start: words.as_ptr() as usize, end: words.as_ptr() as usize + 80 };
         let mut findings = Findings::new();
-        scan_range(range, used, Place::Static, &mut findings);
+        scan_range(range, used, Place::Static, &[], &mut findings);
         assert_eq!((findings.hits().len(), findings.count), (HITS_KEPT_MAX, 10));
+        let mut findings = Findings::new();
+        let junk = [words.as_ptr() as usize + 8, words.as_ptr() as usize + 72];
+        scan_range(range, used, Place::Heap, &junk, &mut findings);
+        assert_eq!(findings.count, 8, "the words at junk addresses are not reported");
     }
 }
