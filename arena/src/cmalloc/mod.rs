@@ -1,8 +1,9 @@
 //! The C allocator for foreign handlers: while a handler runs, `malloc`, `calloc`, `realloc`,
 //! `posix_memalign`, `aligned_alloc`, `memalign`, `valloc` and `pvalloc` made by any code on its
-//! thread (a C, Zig or Nim plugin) allocate from its slot's arena, and `free` of arena memory is
-//! a no-op (the wipe reclaims it). Outside handlers they forward to the next allocator in symbol
-//! order (glibc's, or an `LD_PRELOAD`ed one).
+//! thread but libc itself (a C, Zig or Nim plugin) allocate from its slot's arena, and `free` of
+//! arena memory is a no-op (the wipe reclaims it). Outside handlers they forward to the next
+//! allocator in symbol order (glibc's, or an `LD_PRELOAD`ed one); libc's own calls go to the
+//! state heap inside handlers and on sealed threads (below).
 //!
 //! **libc's own allocations** (NSS, `tzset`, stdio buffers, the thread-local destructor list,
 //! `getaddrinfo`) are recognised by the caller's return address and go to the state heap
