@@ -43,6 +43,7 @@ mod panic_hook;
 mod pool;
 mod quarantine;
 mod reply;
+mod response;
 mod router;
 mod server;
 pub mod setup;

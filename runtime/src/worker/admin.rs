@@ -11,24 +11,24 @@
 //! are summed, gauges read from the shared pools). The cost: a handler that keeps worker 0's
 //! thread busy (a CPU loop) delays the admin answers as much as worker 0's own connections.
 //! Must not touch the main listener's connections or slots beyond reading the pools' counts.
+//! What an admin request is answered with, and how its request is parsed: `admin_answer.rs`.
 
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
-use cella_shared::{Config, MemoryPlan};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
+use super::admin_answer::{
+    parse_admin_request, put_answer_head, AdminRequest, Answer, TextAnswer,
+    ADMIN_REQUEST_BYTES_MAX, METRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE,
+};
 use super::Worker;
 use crate::http::encode::{self, FixedSink, HeadFrame, Persistence, Sink};
 use crate::metrics::{self, Gauges, Totals};
 
 /// Admin connections served at once; one more is answered 503 at accept and closed.
 pub(super) const ADMIN_CONNECTIONS_MAX: usize = 4;
-/// Largest admin request head (a Prometheus scrape sends about 300 bytes). Past it: 431.
-const ADMIN_REQUEST_BYTES_MAX: usize = 2048;
-/// Header fields parsed in an admin request. Past it: 431.
-const ADMIN_HEADERS_MAX: usize = 32;
 /// Room for a response head, in front of the body in the response buffer.
 const ADMIN_HEAD_BYTES_MAX: usize = 256;
 /// The longest agent line: `up ready 100% maxconn:` and a 20-digit count.
@@ -52,17 +52,6 @@ pub(crate) struct AdminSetup {
     /// The effective configuration and memory plan, rendered once at startup.
     pub config_text: Box<[u8]>,
     pub slot_arena_bytes: u64,
-}
-
-/// The body of `/config`: every key with its effective value, then the memory plan, as
-/// `cella check-config` prints them.
-pub(crate) fn config_text(config: &Config, plan: &MemoryPlan) -> Box<[u8]> {
-    let mut text = String::new();
-    for (key, value) in config.entries() {
-        text.push_str(&format!("{key} = {value}\n"));
-    }
-    text.push_str(&format!("# memory plan: {plan}\n"));
-    text.into_bytes().into_boxed_slice()
 }
 
 /// One admin connection: reading its request into `request`, or writing `response`.
@@ -121,33 +110,6 @@ impl AdminPort {
             conns,
         })
     }
-}
-
-/// What an admin request asked for.
-struct AdminRequest<'r> {
-    /// GET or HEAD; `None`: another method (405).
-    head_method: Option<bool>,
-    path: &'r str,
-}
-
-/// The parsed request, `Ok(None)` while it is incomplete, or the status of the error.
-fn parse_admin_request(bytes: &[u8]) -> Result<Option<AdminRequest<'_>>, u16> {
-    let mut headers = [httparse::EMPTY_HEADER; ADMIN_HEADERS_MAX];
-    let mut request = httparse::Request::new(&mut headers);
-    match request.parse(bytes) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) if bytes.len() < ADMIN_REQUEST_BYTES_MAX => return Ok(None),
-        Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => return Err(431),
-        Err(_) => return Err(400),
-    }
-    let head_method = match request.method {
-        Some("GET") => Some(false),
-        Some("HEAD") => Some(true),
-        _ => None,
-    };
-    let target = request.path.unwrap_or("/");
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
-    Ok(Some(AdminRequest { head_method, path }))
 }
 
 impl Worker {
@@ -363,41 +325,6 @@ impl Worker {
     }
 }
 
-/// What an admin request is answered with.
-#[derive(Clone, Copy)]
-enum Answer {
-    /// 200 with the body rendered into the response buffer.
-    Rendered { content_type: &'static [u8] },
-    /// A short fixed text.
-    Text(TextAnswer),
-}
-
-#[derive(Clone, Copy)]
-struct TextAnswer {
-    status: u16,
-    text: &'static [u8],
-}
-
-const METRICS_CONTENT_TYPE: &[u8] = b"content-type: text/plain; version=0.0.4; charset=utf-8\r\n";
-const TEXT_CONTENT_TYPE: &[u8] = b"content-type: text/plain; charset=utf-8\r\n";
-
-/// The head of a short text answer written at accept (no buffer is free).
-fn put_answer_head(
-    sink: &mut FixedSink<'_>,
-    answer: TextAnswer,
-    date: &crate::http::date::DateCache,
-) -> Result<(), encode::Full> {
-    let frame = HeadFrame {
-        status: answer.status,
-        content_length: answer.text.len(),
-        persistence: Persistence::Close,
-        date,
-    };
-    encode::put_frame(sink, frame)?;
-    sink.put(TEXT_CONTENT_TYPE)?;
-    sink.put(b"\r\n")
-}
-
 pub(super) fn is_out_of_fds(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
@@ -405,21 +332,6 @@ pub(super) fn is_out_of_fds(error: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn admin_requests_parse_to_a_method_and_a_path_without_its_query() {
-        let parsed = parse_admin_request(b"GET /metrics?x=1 HTTP/1.1\r\nhost: a\r\n\r\n");
-        let request = parsed.unwrap().unwrap();
-        assert_eq!((request.head_method, request.path), (Some(false), "/metrics"));
-        let parsed = parse_admin_request(b"HEAD /config HTTP/1.0\r\n\r\n").unwrap().unwrap();
-        assert_eq!(parsed.head_method, Some(true));
-        let parsed = parse_admin_request(b"POST /metrics HTTP/1.1\r\n\r\n").unwrap().unwrap();
-        assert_eq!(parsed.head_method, None);
-        assert!(matches!(parse_admin_request(b"GET /metrics HTTP/1.1\r\nhost"), Ok(None)));
-        assert!(matches!(parse_admin_request(b"GET /\x01 HTTP/1.1\r\n\r\n"), Err(400)));
-        let full = [b'a'; ADMIN_REQUEST_BYTES_MAX];
-        assert!(matches!(parse_admin_request(&full), Err(_)));
-    }
 
     #[test]
     fn admin_tokens_lie_between_every_other_token_and_the_listeners() {

@@ -9,17 +9,20 @@
 //! response no longer needs its memory.
 //!
 //! This file owns the event loop and its dispatch; each other file owns one concern:
+//! `tables` (building the instance's slot, connection and buffer tables at startup),
 //! `admission` (accepting, closing, draining), `conn` (a connection's entry), `buffers`
 //! (lending I/O buffer pairs), `nudge` (waking another worker when what it waits for comes
 //! free), `eviction` (a full table closing another worker's idle connection), `read` (heads
-//! and bodies), `bodies` (bodies that hold a slot:
-//! their share and rate), `slots` (the coroutine lifecycle and freeing slots), `respond`
-//! (errors, responses, what follows a response), `deadlines` (the sweep), `probes` (liveness
-//! and readiness), `admin` and `agent` (worker 0's admin and agent-check listeners), `observe`
-//! (metrics and the access log), `taint` (the last rung of the ladder) and `settings`. Nothing here imports the
-//! top-level server; `http/` knows nothing of this module.
+//! and bodies), `bodies` (bodies that hold a slot: their share and rate), `slots` (the
+//! coroutine lifecycle and freeing slots), `escapes` (the escape check at a slot's release),
+//! `respond` (errors, responses, what follows a response), `deadlines` (the sweep), `probes`
+//! (liveness and readiness), `admin`, `admin_answer` and `agent` (worker 0's admin and
+//! agent-check listeners), `observe` (metrics and the access log), `taint` (the last rung of
+//! the ladder) and `settings`. Nothing here imports the top-level server; `http/` knows nothing
+//! of this module.
 
 mod admin;
+mod admin_answer;
 mod admission;
 mod agent;
 mod bodies;
@@ -35,6 +38,7 @@ mod read;
 mod respond;
 mod settings;
 mod slots;
+mod tables;
 mod taint;
 
 use std::io;
@@ -48,53 +52,16 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::handler::Handler;
 use crate::http::date::DateCache;
-use crate::net::SlotSockets;
-pub(crate) use admin::{config_text, AdminSetup};
+pub(crate) use admin::AdminSetup;
+pub(crate) use admin_answer::config_text;
 pub(crate) use conn::Conn;
 use conn::Phase;
 pub(crate) use nudge::Nudge;
 pub(crate) use settings::Settings;
 pub(crate) use slots::Slot;
+pub(crate) use tables::{buffer_table, conn_table, slot_table};
 
 use crate::pool::{Owned, SharedTable};
-
-/// The instance's slots, one table shared by every worker (ADR 0003): each worker's region
-/// carve contributes its slots' memory, and any worker may claim any slot.
-pub(crate) fn slot_table(
-    memories: &mut [WorkerMemory],
-    settings: &Settings,
-) -> Arc<SharedTable<Slot>> {
-    let sockets_max = settings.slot_sockets_max;
-    let slots = memories
-        .iter_mut()
-        .flat_map(|memory| std::mem::take(&mut memory.slots))
-        .enumerate()
-        .map(|(index, (memory, arena))| {
-            let token_base = SOCKET_TOKEN_BASE + index * sockets_max.max(1);
-            Slot::new(memory, arena, SlotSockets::new(sockets_max, token_base))
-        })
-        .collect();
-    // Quarantine: a released slot is claimed again last (see `pool.rs`).
-    Arc::new(if settings.quarantine {
-        SharedTable::new_fifo(slots)
-    } else {
-        SharedTable::new(slots)
-    })
-}
-
-/// The instance's connection table: `connections_max` entries, any worker may take any.
-pub(crate) fn conn_table(connections_max: usize) -> Arc<SharedTable<Conn>> {
-    Arc::new(SharedTable::new((0..connections_max).map(|_| Conn::new()).collect()))
-}
-
-/// The instance's I/O buffer pairs, from every worker's region carve.
-pub(crate) fn buffer_table(
-    memories: &mut [WorkerMemory],
-) -> Arc<SharedTable<Option<ConnectionMemory>>> {
-    let pairs =
-        memories.iter_mut().flat_map(|memory| std::mem::take(&mut memory.connections)).map(Some);
-    Arc::new(SharedTable::new(pairs.collect()))
-}
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
