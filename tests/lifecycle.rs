@@ -119,6 +119,32 @@ fn a_full_connection_table_with_nothing_idle_turns_new_connections_away_politely
     }
 }
 
+#[test]
+fn with_two_workers_a_full_table_with_nothing_idle_holds_a_new_connection_briefly_then_503() {
+    let server = ServerProcess::start(&["--workers", "2", "--max-connections", "2"]);
+    let mut held: Vec<Client> = (0..2).map(|_| Client::connect(server.addr())).collect();
+    for client in &mut held {
+        // As above: an answer, then half a head the server holds (a request in flight).
+        client.send(b"GET / HTTP/1.1\r\nhost: t\r\n\r\nGET / HTTP/1.1\r\n");
+        assert_eq!(client.response().status, 200);
+    }
+    // Whichever worker accepts it, another worker is asked to close an idle connection and has
+    // none: the new connection is held (`worker/eviction.rs`, 100 ms) and then turned away.
+    let started = Instant::now();
+    let mut extra = Client::connect(server.addr());
+    assert_eq!(extra.response().status, 503);
+    assert!(extra.is_closed_by_server());
+    let held_for = started.elapsed();
+    assert!(
+        held_for >= Duration::from_millis(90) && held_for < Duration::from_secs(2),
+        "{held_for:?}"
+    );
+    for client in &mut held {
+        client.send(b"host: t\r\n\r\n");
+        assert_eq!(client.response().status, 200, "the held requests were not disturbed");
+    }
+}
+
 fn get_status_or_zero(addr: std::net::SocketAddr) -> u16 {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
