@@ -120,8 +120,15 @@ fn a_full_connection_table_with_nothing_idle_turns_new_connections_away_politely
 }
 
 #[test]
-fn with_two_workers_a_full_table_with_nothing_idle_holds_a_new_connection_briefly_then_503() {
-    let server = ServerProcess::start(&["--workers", "2", "--max-connections", "2"]);
+fn with_two_workers_a_full_table_with_nothing_idle_holds_a_new_connection_for_the_wait_then_503() {
+    let server = ServerProcess::start(&[
+        "--workers",
+        "2",
+        "--max-connections",
+        "2",
+        "--set",
+        "full_table_wait_ms=300",
+    ]);
     let mut held: Vec<Client> = (0..2).map(|_| Client::connect(server.addr())).collect();
     for client in &mut held {
         // As above: an answer, then half a head the server holds (a request in flight).
@@ -129,14 +136,14 @@ fn with_two_workers_a_full_table_with_nothing_idle_holds_a_new_connection_briefl
         assert_eq!(client.response().status, 200);
     }
     // Whichever worker accepts it, another worker is asked to close an idle connection and has
-    // none: the new connection is held (`worker/eviction.rs`, 100 ms) and then turned away.
+    // none: the new connection is held for `full_table_wait_ms` and then turned away.
     let started = Instant::now();
     let mut extra = Client::connect(server.addr());
     assert_eq!(extra.response().status, 503);
     assert!(extra.is_closed_by_server());
     let held_for = started.elapsed();
     assert!(
-        held_for >= Duration::from_millis(90) && held_for < Duration::from_secs(2),
+        held_for >= Duration::from_millis(290) && held_for < Duration::from_secs(3),
         "{held_for:?}"
     );
     for client in &mut held {
@@ -459,13 +466,25 @@ fn a_full_table_closes_the_oldest_idle_keep_alive_connection_to_admit_a_new_one(
 
 #[test]
 fn a_full_table_closes_an_idle_connection_of_another_worker_to_admit_a_new_one() {
+    assert_eq!(new_client_on_the_worker_with_nothing_idle(&[]), 200);
+}
+
+#[test]
+fn with_full_table_wait_ms_0_only_the_accepting_workers_idle_connections_make_room() {
+    assert_eq!(new_client_on_the_worker_with_nothing_idle(&["--set", "full_table_wait_ms=0"]), 503);
+}
+
+/// Fills a table of 4 with idle keep-alive connections of one of 2 workers, then connects until
+/// a new client lands on the other worker (which has nothing idle of its own): its status. The
+/// clients landing on the first worker meanwhile close that worker's own oldest idle ones.
+fn new_client_on_the_worker_with_nothing_idle(extra: &[&str]) -> u16 {
     // testapp: the demo's endpoints and `/thread`, which names the worker.
     let mut args = vec!["serve"];
     args.extend_from_slice(SMALL);
     args.extend_from_slice(&["--workers", "2", "--max-connections", "4"]);
+    args.extend_from_slice(extra);
     let server = ServerProcess::start_binary("testapp", &args, &[]);
     let addr = server.addr();
-    // Fill the table with idle keep-alive connections of one worker only.
     let mut first = Client::connect(addr);
     let worker = first.get("/thread").text();
     let mut idle = vec![first];
@@ -478,13 +497,11 @@ fn a_full_table_closes_an_idle_connection_of_another_worker_to_admit_a_new_one()
             thread::sleep(Duration::from_millis(100)); // The server sees the close.
         }
     }
-    // New clients until one lands on the other worker, which has nothing idle of its own.
     for _ in 0..64 {
         let mut client = Client::connect(addr);
         let response = client.get("/thread");
-        assert_eq!(response.status, 200, "a new client is served, never turned away");
-        if response.text() != worker {
-            return;
+        if response.status != 200 || response.text() != worker {
+            return response.status;
         }
         idle.push(client); // It closed its own worker's oldest idle connection.
     }

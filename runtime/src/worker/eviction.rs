@@ -6,32 +6,31 @@
 //! and the wake. Must not read requests or touch slots.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::net::TcpStream;
 
 use super::nudge::Freed;
 use super::Worker;
 
-/// How long an accepted connection may wait for another worker to close an idle one before it
-/// gets the 503 (the asked worker closes it on its next loop turn: at once, after the wake).
-/// Checked every loop turn, so at most one sweep later.
-const HELD_ACCEPT_MAX: Duration = Duration::from_millis(100);
 /// Accepted connections one worker may hold at once while the table is full (the queue is
-/// allocated at startup); past it, the newest gets the 503 at once.
+/// allocated at startup); past it, the newest gets the 503 at once. How long each may be held
+/// is `full_table_wait_ms` (the asked worker closes its idle connection on its next loop turn:
+/// at once, after the wake); it is checked every loop turn, so at most one sweep later.
 pub(super) const HELD_ACCEPTS_MAX: usize = 64;
 
 impl Worker {
     /// The table is full and nothing of this worker's is idle: asks the worker that reported
     /// the most idle connections to close one, and holds `stream` until an entry frees (or
-    /// `HELD_ACCEPT_MAX` passes: the asked worker had nothing idle after all).
-    /// `Err(stream)`: there is no other worker, or this one holds `HELD_ACCEPTS_MAX` already.
+    /// `full_table_wait_ms` passes: the asked worker had nothing idle after all).
+    /// `Err(stream)`: there is no other worker, the wait is 0, or this one holds
+    /// `HELD_ACCEPTS_MAX` already.
     pub(super) fn hold_for_room(
         &mut self,
         stream: TcpStream,
         remote: SocketAddr,
     ) -> Result<(), TcpStream> {
-        if self.held_accepts.len() >= HELD_ACCEPTS_MAX {
+        if self.held_accepts.len() >= HELD_ACCEPTS_MAX || self.settings.full_table_wait.is_zero() {
             return Err(stream);
         }
         // The worker that reported the most idle connections at its last sweep; with none
@@ -65,10 +64,9 @@ impl Worker {
                 self.admit_into(index, stream, remote);
             }
         }
-        let now = self.now;
-        let too_old = |held: &(TcpStream, SocketAddr, Instant)| {
-            now.saturating_duration_since(held.2) >= HELD_ACCEPT_MAX
-        };
+        let (now, wait) = (self.now, self.settings.full_table_wait);
+        let too_old =
+            |held: &(TcpStream, SocketAddr, Instant)| now.saturating_duration_since(held.2) >= wait;
         while self.held_accepts.front().is_some_and(too_old) {
             if let Some((stream, _, _)) = self.held_accepts.pop_front() {
                 self.turn_away(stream);

@@ -21,6 +21,7 @@ pub(crate) struct Settings {
     pub trailer_bytes_max: usize,
     pub handler_timeout: Duration,
     pub slot_wait_timeout: Duration,
+    pub full_table_wait: Duration,
     pub retry_after_s: u64,
     pub quarantine: bool,
     /// What a released slot's escape check scans (`worker/escapes.rs`).
@@ -65,6 +66,7 @@ impl Settings {
             trailer_bytes_max: config.trailer_size_max.0 as usize,
             handler_timeout: ms(config.handler_timeout_ms),
             slot_wait_timeout: ms(config.slot_wait_timeout_ms),
+            full_table_wait: ms(config.full_table_wait_ms),
             retry_after_s: config.retry_after_s,
             quarantine: config.quarantine,
             escape_check: config.escape_check,

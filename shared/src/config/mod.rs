@@ -340,6 +340,11 @@ config_keys! {
     /// How long a complete request may wait for a free slot before it gets 503. 0: answer 503 at
     /// once.
     slot_wait_timeout_ms: u64 = "0";
+    /// With the connection table full and nothing idle on the worker that accepted a new
+    /// connection, how long that connection is held while another worker closes one of its idle
+    /// keep-alive connections to make room. Past it: 503 and close. 0: 503 at once when the
+    /// accepting worker has nothing idle (other workers' idle connections are not closed).
+    full_table_wait_ms: u64 = "100";
     /// After SIGTERM/SIGINT, how long the instance goes on accepting and serving before it
     /// closes its listener and drains: readiness answers 503 at once and every response carries
     /// `Connection: close`, so a load balancer sees the instance leave before its listener does
