@@ -406,9 +406,9 @@ config_keys! {
     /// as it was at the seal and the state heap; `off` scans nothing. A hit is one
     /// `cella: escape:` line on stderr, and the slot is retired (never reused, so what points
     /// into it stays valid); with every slot retired, the instance exits (status 70). Measured
-    /// in docs/benchmarks.md: `statics` costs about 1 µs per request (it reads ~80KB in the
-    /// demo binary), `full` about 18 µs (~390KB, more with a larger startup heap): `statics` by
-    /// default, `full` for tests and CI.
+    /// in docs/benchmarks.md: `statics` costs about 2 µs per request (it reads ~80KB in the
+    /// demo binary), `full` about 15 µs (~400KB, more with a larger startup heap): `statics` by
+    /// default, `full` for tests and CI, `off` to save the 2 µs once tests ran with `full`.
     escape_check: EscapeCheck = "statics";
     /// Per-worker reserve for a panic that starts when the arena is full: the panic's own
     /// allocations come from here, so it still ends as a 500.
