@@ -237,6 +237,15 @@ pub(crate) fn run(setup: WorkerSetup) {
     cella_arena::unseal_current_thread();
     // AcqRel: pairs with the Acquire load of the controlling thread waiting for the drain.
     shared.alive.fetch_sub(1, Ordering::AcqRel);
+    // This thread's teardown (dropping the worker, its thread-locals' destructors, std
+    // unmapping the signal stack it mapped for this thread) frees and unmaps memory that the
+    // escape check of another worker still serving may be scanning (`full` scans the heap as
+    // it was at the seal): it waits until every worker has stopped serving. Bounded by the
+    // drain: a worker that never stops is left behind when the process exits.
+    while shared.alive.load(Ordering::Acquire) > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    drop(worker);
 }
 
 impl Worker {
