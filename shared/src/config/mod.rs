@@ -406,10 +406,12 @@ config_keys! {
     /// as it was at the seal and the state heap; `off` scans nothing. A hit is one
     /// `cella: escape:` line on stderr, and the slot is retired (never reused, so what points
     /// into it stays valid); with every slot retired, the instance exits (status 70). Measured
-    /// in docs/benchmarks.md: `statics` costs about 2 µs per request (it reads ~80KB in the
-    /// demo binary), `full` about 15 µs (~400KB, more with a larger startup heap): `statics` by
-    /// default, `full` for tests and CI, `off` to save the 2 µs once tests ran with `full`.
-    escape_check: EscapeCheck = "statics";
+    /// in docs/benchmarks.md: `statics` adds about 48,000 instructions (~1-2 µs) per request (it
+    /// reads ~80KB in the demo binary; pipelined requests cost 3x the CPU), `full` about 15 µs
+    /// (~400KB, more with a larger startup heap). Off by default so that serving costs what it
+    /// costs without it; `full` for tests, CI and canary instances, `statics` where ~1-2 µs per
+    /// request is affordable.
+    escape_check: EscapeCheck = "off";
     /// Per-worker reserve for a panic that starts when the arena is full: the panic's own
     /// allocations come from here, so it still ends as a 500.
     panic_reserve_size: Size = "64KiB";
