@@ -25,6 +25,7 @@ mod collections;
 pub mod fds;
 mod region;
 mod route;
+mod section;
 pub mod state;
 mod sys;
 
@@ -39,4 +40,5 @@ pub use route::{
     unseal_current_thread, HeldLock, Placement, Route, RoutingAlloc, SavedTarget, Target,
     HELD_LOCKS_MAX,
 };
+pub use section::{runtime_depth, set_runtime_depth, RuntimeSection};
 pub use sys::page_size;

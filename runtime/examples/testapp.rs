@@ -290,8 +290,30 @@ impl Drop for BottomlessDrop {
     }
 }
 
+/// Spins for ever in the handler's own code: no allocation, no library call, no suspension.
+#[inline(never)]
+fn spin_pure() -> u64 {
+    let mut turns = 0u64;
+    loop {
+        turns = std::hint::black_box(turns.wrapping_add(1));
+        if turns == 0 {
+            return turns;
+        }
+    }
+}
+
 fn ladder_endpoints(router: cella::Router) -> cella::Router {
     router
+        .get("/spin-pure", handler_fn(|_| Response::text(spin_pure().to_string())))
+        .get(
+            "/thread-sleep/{ms}",
+            // A blocking system call in a handler: the preemption timer cannot cut it off.
+            handler_fn(|request| {
+                let ms = request.param("ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+                std::thread::sleep(Duration::from_millis(ms));
+                Response::text("slept")
+            }),
+        )
         .get(
             "/panic-then-bottomless-drop",
             handler_fn(|_| {

@@ -146,6 +146,8 @@ impl TcpStream {
     /// Connects to `addr`, waiting at most `timeout`; later reads and writes use the same
     /// timeout (see [`TcpStream::set_timeout`]).
     pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        // Not preempted between opening the socket and recording it in the slot's table.
+        let section = cella_arena::RuntimeSection::enter();
         let table = current()?;
         let index = (0..table.entries.len())
             // SAFETY: a shared look at each entry; no `&mut` to any entry is alive now.
@@ -166,6 +168,7 @@ impl TcpStream {
         unsafe { *table.entries[index].get() = Some(stream) };
         table.opened.set(table.opened.get() + 1);
         let stream = TcpStream { index, generation: table.generation.get(), timeout };
+        drop(section);
         let deadline = Instant::now() + timeout;
         loop {
             let connected = stream.with_stream(|s| {
@@ -249,6 +252,7 @@ impl Write for TcpStream {
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
+        let _section = cella_arena::RuntimeSection::enter();
         if let Ok(table) = current() {
             if table.generation.get() == self.generation {
                 table.close(self.index);

@@ -207,13 +207,15 @@ fn track_dup_onto(result: c_long, new: c_int, was_open: bool) -> c_int {
 
 /// The C functions [`export_fd_hooks!`](crate::export_fd_hooks) exports. Each has the contract
 /// of the libc function of the same name (its man page): the caller passes what that function
-/// takes.
+/// takes. Each runs as a runtime section: a preempted handler is not cut off between the call
+/// and its record (that would leak the descriptor, or leave a foreign one in the table).
 pub mod hooks {
     use super::*;
 
     /// # Safety
     /// As open(2).
     pub unsafe fn openat(dir: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         // SAFETY: forwarded unchanged to the system call (open(2)).
         track(unsafe { libc::syscall(libc::SYS_openat, dir, path, flags, mode) })
     }
@@ -221,6 +223,7 @@ pub mod hooks {
     /// # Safety
     /// As open(2).
     pub unsafe fn open(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         // SAFETY: as `openat` with the current directory.
         unsafe { openat(libc::AT_FDCWD, path, flags, mode) }
     }
@@ -228,6 +231,7 @@ pub mod hooks {
     /// # Safety
     /// As creat(2).
     pub unsafe fn creat(path: *const c_char, mode: c_uint) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         let flags = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
         // SAFETY: creat(2) is open(2) with these flags.
         unsafe { openat(libc::AT_FDCWD, path, flags, mode) }
@@ -236,6 +240,7 @@ pub mod hooks {
     /// # Safety
     /// As socket(2).
     pub unsafe fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         // SAFETY: integer arguments only (socket(2)).
         track(unsafe { libc::syscall(libc::SYS_socket, domain, kind, protocol) })
     }
@@ -248,6 +253,7 @@ pub mod hooks {
         protocol: c_int,
         fds: *mut c_int,
     ) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         // SAFETY: forwarded unchanged (socketpair(2)).
         let result = unsafe { libc::syscall(libc::SYS_socketpair, domain, kind, protocol, fds) };
         // SAFETY: `fds` is the array the call filled.
@@ -262,6 +268,7 @@ pub mod hooks {
         length: *mut libc::socklen_t,
         flags: c_int,
     ) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         // SAFETY: forwarded unchanged (accept4(2)).
         track(unsafe { libc::syscall(libc::SYS_accept4, fd, address, length, flags) })
     }
@@ -269,6 +276,7 @@ pub mod hooks {
     /// # Safety
     /// As pipe2(2): `fds` points at two writable ints.
     pub unsafe fn pipe2(fds: *mut c_int, flags: c_int) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         // SAFETY: forwarded unchanged (pipe2(2)).
         let result = unsafe { libc::syscall(libc::SYS_pipe2, fds, flags) };
         // SAFETY: `fds` is the array the call filled.
@@ -278,6 +286,7 @@ pub mod hooks {
     /// # Safety
     /// As dup(2).
     pub unsafe fn dup(fd: c_int) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         // SAFETY: an integer argument (dup(2)).
         track(unsafe { libc::syscall(libc::SYS_dup, fd) })
     }
@@ -285,6 +294,7 @@ pub mod hooks {
     /// # Safety
     /// As dup3(2) (`flags` 0 is dup2(2) for distinct descriptors).
     pub unsafe fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         let was_open = is_open(new);
         // SAFETY: integer arguments (dup3(2)).
         let result = unsafe { libc::syscall(libc::SYS_dup3, old, new, flags) };
@@ -294,6 +304,7 @@ pub mod hooks {
     /// # Safety
     /// As dup2(2).
     pub unsafe fn dup2(old: c_int, new: c_int) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         if old == new {
             // dup2(2): returns `new` if `old` is valid and does nothing else; dup3 would refuse.
             return if is_open(old) { new } else { set_errno(libc::EBADF) };
@@ -306,6 +317,7 @@ pub mod hooks {
     /// As fcntl(2): `arg` is the command's third argument (an int or a pointer, both passed in
     /// a general register on x86_64, so one `c_ulong` carries either).
     pub unsafe fn fcntl(fd: c_int, command: c_int, arg: c_ulong) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         // SAFETY: forwarded unchanged (fcntl(2)); the kernel reads `arg` as the command needs.
         let result = unsafe { libc::syscall(libc::SYS_fcntl, fd, command, arg) };
         if command == libc::F_DUPFD || command == libc::F_DUPFD_CLOEXEC {
@@ -317,6 +329,7 @@ pub mod hooks {
     /// # Safety
     /// As eventfd(2).
     pub unsafe fn eventfd(initial: c_uint, flags: c_int) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         // SAFETY: integer arguments (eventfd2(2)).
         track(unsafe { libc::syscall(libc::SYS_eventfd2, initial, flags) })
     }
@@ -324,6 +337,7 @@ pub mod hooks {
     /// # Safety
     /// As epoll_create1(2).
     pub unsafe fn epoll_create1(flags: c_int) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         // SAFETY: an integer argument (epoll_create1(2)).
         track(unsafe { libc::syscall(libc::SYS_epoll_create1, flags) })
     }
@@ -331,6 +345,7 @@ pub mod hooks {
     /// # Safety
     /// As epoll_create(2) (the size is ignored by the kernel but must be positive).
     pub unsafe fn epoll_create(size: c_int) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         if size <= 0 {
             return set_errno(libc::EINVAL);
         }
@@ -341,6 +356,7 @@ pub mod hooks {
     /// # Safety
     /// As timerfd_create(2).
     pub unsafe fn timerfd_create(clock: c_int, flags: c_int) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         // SAFETY: integer arguments (timerfd_create(2)).
         track(unsafe { libc::syscall(libc::SYS_timerfd_create, clock, flags) })
     }
@@ -348,6 +364,7 @@ pub mod hooks {
     /// # Safety
     /// As signalfd(2): `mask` points at a `sigset_t`.
     pub unsafe fn signalfd(fd: c_int, mask: *const libc::sigset_t, flags: c_int) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         // The kernel's sigset is 8 bytes on x86_64 (glibc passes _NSIG / 8).
         // SAFETY: forwarded unchanged (signalfd4(2)).
         let result = unsafe { libc::syscall(libc::SYS_signalfd4, fd, mask, 8usize, flags) };
@@ -361,6 +378,7 @@ pub mod hooks {
     /// # Safety
     /// As memfd_create(2): `name` is a NUL-terminated string.
     pub unsafe fn memfd_create(name: *const c_char, flags: c_uint) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         // SAFETY: forwarded unchanged (memfd_create(2)).
         track(unsafe { libc::syscall(libc::SYS_memfd_create, name, flags) })
     }
@@ -368,6 +386,7 @@ pub mod hooks {
     /// # Safety
     /// As inotify_init1(2).
     pub unsafe fn inotify_init1(flags: c_int) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         // SAFETY: an integer argument (inotify_init1(2)).
         track(unsafe { libc::syscall(libc::SYS_inotify_init1, flags) })
     }
@@ -375,6 +394,7 @@ pub mod hooks {
     /// # Safety
     /// As close(2).
     pub unsafe fn close(fd: c_int) -> c_int {
+        let _section = crate::RuntimeSection::enter();
         if let Some(table) = current() {
             table.forget(fd);
         }

@@ -118,6 +118,8 @@ impl StateHeap {
     #[inline]
     fn with_lock<R>(&self, f: impl FnOnce(&mut Talc<Manual, DefaultBinning>) -> R) -> R {
         probe_stack();
+        // A handler preempted while holding the lock would hold it for ever.
+        let _section = crate::RuntimeSection::enter();
         let mut spins = 0u32;
         // Acquire: pairs with the Release store below, so the previous holder's changes to the
         // allocator's metadata are visible.

@@ -25,6 +25,8 @@ fn guarded(
     if call.is_null() {
         return CellaStatus::NullArgument;
     }
+    // The runtime's code, not the plugin's: not preempted halfway.
+    let _section = cella_arena::RuntimeSection::enter();
     // SAFETY: a non-null request/response pointer is the `Call` of the running `handle` (the
     // only thing the host ever passes), valid for the duration of that call.
     let call = unsafe { &mut *(call as *mut Call<'_, '_>) };

@@ -109,12 +109,15 @@ impl<T: ?Sized> Mutex<T> {
     /// when a holder panicked or was cancelled while holding it; the guard is inside
     /// (`PoisonError::into_inner`) and the lock stays poisoned until [`Mutex::clear_poison`].
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
+        // Not preempted halfway through the lock's bookkeeping (see `cella_arena::RuntimeSection`).
+        let _section = cella_arena::RuntimeSection::enter();
         let token = self.raw.acquire();
         self.guard(token)
     }
 
     /// Takes the lock if it is free now.
     pub fn try_lock(&self) -> TryLockResult<MutexGuard<'_, T>> {
+        let _section = cella_arena::RuntimeSection::enter();
         match self.raw.try_acquire() {
             Some(token) => Ok(self.guard(token)?),
             None => Err(TryLockError::WouldBlock),
@@ -207,6 +210,7 @@ impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
 
 impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
+        let _section = cella_arena::RuntimeSection::enter();
         if !unregister_held(self.held_index, self.token) {
             return; // The request that took it is over; the runtime released it already.
         }

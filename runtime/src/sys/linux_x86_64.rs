@@ -41,6 +41,14 @@ pub fn install_fault_handler() -> io::Result<()> {
                 &action,
                 ptr::addr_of_mut!(PREVIOUS_BUS).cast()
             ))?;
+            // The preemption timer's signal: on the signal stack too, and restarting the
+            // system calls it interrupts where the kernel can (a handler's blocking read).
+            action.sa_sigaction = super::preempt::on_preempt_timer as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+            // SAFETY: a valid action; the previous one is not needed (SIGURG is ignored by
+            // default and cella never asks for it otherwise).
+            syscall!(libc::sigaction(super::preempt::PREEMPT_SIGNAL, &action, ptr::null_mut()))?;
+            super::preempt::record_own_text();
             Ok(())
         })();
     });

@@ -4,7 +4,12 @@
 //!   on the worker's signal stack. A fault inside the guard page of the slot that is running on
 //!   this thread makes that slot's coroutine return `Fault::StackOverflow`; any other fault is
 //!   passed to the previous handler (the default one crashes the process), never turned into a
-//!   500.
+//!   500. It also installs the preemption timer's signal handler (`preempt.rs`) and records the
+//!   program's own text for it.
+//! - `start_preempt_timer()` / `stop_preempt_timer()`: the calling worker thread's preemption
+//!   timer; `cover_preempt_deadline(ns)` makes it fire at or before a running handler's
+//!   deadline, after which `cancel::on_preempt_signal` decides (`MonotonicClock` converts an
+//!   `Instant` to the timer's clock).
 //! - `set_signal_stack(span)`: makes `span` this thread's alternate signal stack;
 //!   `swap_signal_stack(span)` does too and returns the previous one, which
 //!   `restore_signal_stack(previous)` puts back.
@@ -38,6 +43,12 @@ pub enum ControlSignal {
 mod linux_x86_64;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub use linux_x86_64::*;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod preempt;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub use preempt::{
+    cover_preempt_deadline, start_preempt_timer, stop_preempt_timer, MonotonicClock,
+};
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 compile_error!("cella supports Linux on x86_64 only (see runtime/src/sys/mod.rs for the contract a new backend must meet)");

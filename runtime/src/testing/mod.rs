@@ -282,7 +282,7 @@ impl Tester {
                 let kind = match fault {
                     Fault::Panicked => ErrorKind::HandlerPanicked,
                     Fault::StackOverflow | Fault::StackHeadroomUsed => ErrorKind::StackOverflow,
-                    Fault::Cancelled => ErrorKind::HandlerTimeout,
+                    Fault::Cancelled | Fault::Preempted => ErrorKind::HandlerTimeout,
                 };
                 (TestResponse::from_error(kind, head_request), fault == Fault::StackOverflow)
             }

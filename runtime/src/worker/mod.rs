@@ -198,6 +198,8 @@ pub(crate) struct Worker {
     /// This worker's copy of `WorkerStats::arena_high_water_bytes`: the atomic is written only
     /// when this rises.
     arena_high_water_bytes: usize,
+    /// Converts handler deadlines to the preemption timer's clock.
+    clock: crate::sys::MonotonicClock,
     /// The admin and agent listeners and admin connections (worker 0, when configured).
     admin: Option<admin::AdminPort>,
     /// This worker's access log ring (`observe.rs`), when the access log is on.
@@ -235,6 +237,7 @@ pub(crate) fn run(setup: WorkerSetup) {
     cella_arena::seal_current_thread();
     worker.serve();
     cella_arena::unseal_current_thread();
+    crate::sys::stop_preempt_timer();
     // AcqRel: pairs with the Acquire load of the controlling thread waiting for the drain.
     shared.alive.fetch_sub(1, Ordering::AcqRel);
     // This thread's teardown (dropping the worker, its thread-locals' destructors, std
@@ -251,6 +254,7 @@ pub(crate) fn run(setup: WorkerSetup) {
 impl Worker {
     fn new(setup: WorkerSetup) -> io::Result<Worker> {
         crate::sys::set_signal_stack(setup.memory.signal_stack)?;
+        crate::sys::start_preempt_timer()?;
         setup.handler.prepare_thread();
         // std's lazy per-thread state and the log buffer, before the seal (`lazy.rs`).
         crate::lazy::prepare_worker();
@@ -297,6 +301,7 @@ impl Worker {
             draining: false,
             unready: false,
             arena_high_water_bytes: 0,
+            clock: crate::sys::MonotonicClock::new(),
             admin: admin.transpose()?,
             access_log: setup.access_log,
             // After `prepare_thread`, which allocates the TLS of the handler's libraries.

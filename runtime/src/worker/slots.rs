@@ -87,6 +87,8 @@ impl Worker {
         // Not older than the end of the last handler run (`run_task` moves the clock on): a
         // handler that ran long earlier in this turn must not shorten the next one's deadline.
         slot.handler_deadline = self.now + self.settings.handler_timeout;
+        let deadline_ns = self.clock.ns_at(slot.handler_deadline);
+        slot.task.as_mut().expect("just set").set_deadline_ns(deadline_ns);
         slot.route.fail_countdown.set(slot.fail_alloc_at);
         self.resume(slot_index, Wake::Start);
     }
@@ -117,7 +119,7 @@ impl Worker {
         slot.holds_reserve |= self.reserve.used_bytes() > reserve_used_bytes;
         match step {
             Step::Suspended(_) => {}
-            Step::Overrun | Step::Finished(Err(Fault::StackOverflow)) => {
+            Step::Overrun | Step::Finished(Err(Fault::StackOverflow | Fault::Preempted)) => {
                 slot.task = None;
                 slot.ended_hard = true;
             }
@@ -169,7 +171,7 @@ impl Worker {
                 self.stats().stack_overflows.fetch_add(1, Ordering::Relaxed);
                 Err(ErrorKind::StackOverflow)
             }
-            Step::Finished(Err(Fault::Cancelled)) => {
+            Step::Finished(Err(Fault::Cancelled | Fault::Preempted)) => {
                 self.stats().handler_timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(ErrorKind::HandlerTimeout)
             }

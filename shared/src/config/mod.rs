@@ -334,8 +334,9 @@ config_keys! {
     /// After a response that closes the connection, how long the client's remaining input is
     /// read and discarded, so that it reads the response instead of a reset. Past it: closed.
     linger_timeout_ms: u64 = "1000";
-    /// Total time a handler may take, suspended or not; checked whenever it suspends. Past it:
-    /// 504 (not the retryable 503: the request ran) and its stack is unwound.
+    /// Total time a handler may take, suspended or not. Past it: 504 (not the retryable 503: the
+    /// request ran). Suspended, its stack is unwound; running without suspending, it is cut off
+    /// by the worker's preemption timer when in its own code (docs/architecture.md, the ladder).
     handler_timeout_ms: u64 = "30000";
     /// How long a complete request may wait for a free slot before it gets 503. 0: answer 503 at
     /// once.

@@ -17,7 +17,11 @@
 //!   stack; it suspends with [`Yield::Overrun`] and the scheduler never resumes it, but abandons
 //!   the stack with `force_reset` (no destructors run; the arena is wiped instead).
 //! - **Hard, stack overflow**: the fault handler (in `sys`) sees a fault in the running slot's
-//!   guard page and redirects the coroutine to return [`Fault::StackOverflow`].
+//!   guard page and redirects the coroutine to return [`Fault::StackOverflow`] (`trap.rs`).
+//! - **Hard, preempted**: the worker's preemption timer (in `sys`) fires past the handler's
+//!   deadline ([`Task::set_deadline_ns`]) while it runs without suspending; when the interrupted
+//!   code is the handler's own, the coroutine is redirected to return [`Fault::Preempted`]
+//!   (`trap.rs` says what "its own" means); otherwise the timer tries again shortly.
 //! - **Panic**: the panic unwinds the handler's own frames (all on the slot stack) and is caught
 //!   at the root as [`Fault::Panicked`]. We unwind rather than abandon here because std keeps
 //!   per-thread panic state (the panic count, "in hook") that only a completed unwind resets;
@@ -49,10 +53,14 @@ use std::ptr;
 use std::time::Instant;
 
 use corosensei::stack::{Stack, StackPointer};
-use corosensei::trap::{CoroutineTrapHandler, TrapHandlerRegs};
+use corosensei::trap::CoroutineTrapHandler;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
-use cella_arena::SlotMemory;
+use cella_arena::{runtime_depth, set_runtime_depth, SlotMemory};
+
+mod trap;
+use trap::TrapContext;
+pub use trap::{on_preempt_signal, on_stack_fault, Preempt, Trap};
 
 /// What a suspended handler waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +100,9 @@ pub enum Fault {
     /// code that did finished and unwound normally): answered as an overflow, not hard.
     StackHeadroomUsed,
     Cancelled,
+    /// It ran past its deadline without suspending and was cut off by the preemption timer:
+    /// the stack was abandoned (hard).
+    Preempted,
 }
 
 /// Bytes at the low end of every slot stack, above the guard page, that only a panic or code
@@ -148,21 +159,6 @@ unsafe impl Stack for SlotStack {
 
 type Co<R> = Coroutine<Wake, Yield, Result<R, Fault>, SlotStack>;
 
-/// Everything the fault handler needs to turn an overflow into a return; lives in the `Task`.
-struct TrapContext {
-    guard_start: usize,
-    guard_end: usize,
-    /// The stack headroom: `[guard_end, headroom_end)`.
-    headroom_end: usize,
-    /// The fault handler opened the headroom (it is read-write until the task ends).
-    headroom_open: Cell<bool>,
-    /// The headroom was opened while no panic was unwinding: the handler ran out of stack.
-    headroom_used: Cell<bool>,
-    handler: *const (),
-    redirect: unsafe fn(*const ()) -> TrapHandlerRegs,
-    stack_ptr_in_bounds: unsafe fn(*const (), usize) -> bool,
-}
-
 thread_local! {
     /// The yielder of the coroutine running on this thread, erased; null when none runs.
     static YIELDER: Cell<*const Yielder<Wake, Yield>> = const { Cell::new(ptr::null()) };
@@ -195,7 +191,10 @@ impl<R: 'static> Task<R> {
     pub fn new<F: FnOnce() -> R + 'static>(slot: &SlotMemory, job: F) -> Task<R> {
         let coroutine = Co::with_stack(SlotStack::new(slot), move |yielder, _start| {
             YIELDER.with(|current| current.set(yielder));
+            // The handler's own code from here (whatever an abandoned task left).
+            set_runtime_depth(0);
             let result = panic::catch_unwind(AssertUnwindSafe(job));
+            set_runtime_depth(1); // The runtime's frames again: not preempted.
             result.map_err(|payload: Box<dyn Any + Send>| {
                 if payload.is::<Cancelled>() {
                     Fault::Cancelled
@@ -208,16 +207,7 @@ impl<R: 'static> Task<R> {
         Task {
             coroutine,
             trap_handler,
-            trap: TrapContext {
-                guard_start: slot.guard.ptr.as_ptr() as usize,
-                guard_end: slot.guard.end(),
-                headroom_end: slot.guard.end() + STACK_HEADROOM_BYTES,
-                headroom_open: Cell::new(false),
-                headroom_used: Cell::new(false),
-                handler: ptr::null(),
-                redirect: redirect::<R>,
-                stack_ptr_in_bounds: stack_ptr_in_bounds::<R>,
-            },
+            trap: TrapContext::new::<R>(slot.guard.ptr.as_ptr() as usize, slot.guard.end()),
             cancelled: false,
         }
     }
@@ -225,6 +215,12 @@ impl<R: 'static> Task<R> {
     /// Whether this task has been resumed with `Wake::Cancel`.
     pub fn is_cancelled(&self) -> bool {
         self.cancelled
+    }
+
+    /// Lets the preemption timer cut the handler off once it runs past `deadline_ns`
+    /// (CLOCK_MONOTONIC) without suspending. 0 (the default): never.
+    pub fn set_deadline_ns(&mut self, deadline_ns: u64) {
+        self.trap.deadline_ns.set(deadline_ns);
     }
 
     /// Runs the handler until it returns, suspends or is cancelled.
@@ -243,9 +239,18 @@ impl<R: 'static> Task<R> {
         );
         self.cancelled |= wake == Wake::Cancel;
         self.trap.handler = ptr::addr_of!(self.trap_handler).cast();
+        // Until the coroutine's own code runs (it sets its depth), the switch is the runtime's.
+        set_runtime_depth(1);
         TRAP.with(|trap| trap.set(&self.trap));
         CANCELLED.with(|cancelled| cancelled.set(self.cancelled));
+        let deadline_ns = self.trap.deadline_ns.get();
+        if deadline_ns != 0 {
+            // After TRAP is set: a timer signal from now on sees this task.
+            std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+            crate::sys::cover_preempt_deadline(deadline_ns);
+        }
         let result = self.coroutine.resume(wake);
+        set_runtime_depth(0);
         CANCELLED.with(|cancelled| cancelled.set(false));
         TRAP.with(|trap| trap.set(ptr::null()));
         YIELDER.with(|current| current.set(ptr::null()));
@@ -254,6 +259,11 @@ impl<R: 'static> Task<R> {
         }
         match result {
             CoroutineResult::Return(Ok(_)) if self.cancelled => {
+                Step::Finished(Err(Fault::Cancelled))
+            }
+            // The timer found it past its deadline (in foreign code: a blocking call) and it
+            // returned before it could be cut off: too late, answered as a timeout.
+            CoroutineResult::Return(Ok(_)) if self.trap.preempt_retries.get() > 0 => {
                 Step::Finished(Err(Fault::Cancelled))
             }
             CoroutineResult::Return(Ok(_)) if self.trap.headroom_used.get() => {
@@ -341,11 +351,15 @@ pub fn suspend(wait: Wait) -> Result<Wake, Refusal> {
     if CANCELLED.with(Cell::get) {
         return Err(Refusal::Cancelled);
     }
+    // The switch is not preempted; the depth is this handler's (others ran meanwhile).
+    let depth = runtime_depth();
+    set_runtime_depth(depth.max(1));
     // SAFETY: a non-null YIELDER points at the running coroutine's yielder, which lives on its
     // stack for as long as the coroutine runs, and we are on that stack.
     let wake = unsafe { (*yielder).suspend(Yield::Wait(wait)) };
     // Other coroutines ran meanwhile and set their own yielder: put ours back.
     YIELDER.with(|current| current.set(yielder));
+    set_runtime_depth(depth);
     Ok(wake)
 }
 
@@ -372,68 +386,11 @@ pub fn in_handler() -> bool {
 pub unsafe fn on_arena_exhausted(_layout: Layout) -> ! {
     let yielder = YIELDER.with(Cell::get);
     if !yielder.is_null() {
-        // SAFETY: as in `suspend`. The scheduler answers `Yield::Overrun` with `force_reset`
-        // and never resumes this stack.
+        set_runtime_depth(1); // Never resumed: the depth is reset by the next task.
+                              // SAFETY: as in `suspend`. The scheduler answers `Yield::Overrun` with `force_reset`
+                              // and never resumes this stack.
         unsafe { (*yielder).suspend(Yield::Overrun) };
     }
     crate::sys::write_stderr(b"cella: fatal: arena exhausted outside a handler's stack\n");
     std::process::abort()
-}
-
-unsafe fn redirect<R: 'static>(handler: *const ()) -> TrapHandlerRegs {
-    // SAFETY: `handler` is the `trap_handler` of the running `Task<R>` (set in `resume`).
-    let handler = unsafe { &*(handler as *const CoroutineTrapHandler<Result<R, Fault>>) };
-    // SAFETY: we are in the fault handler for this coroutine, with its stack pointer in bounds
-    // (checked by the caller); the caller writes the returned registers into the context.
-    unsafe { handler.setup_trap_handler(|| Err(Fault::StackOverflow)) }
-}
-
-unsafe fn stack_ptr_in_bounds<R: 'static>(handler: *const (), stack_pointer: usize) -> bool {
-    // SAFETY: as in `redirect`.
-    let handler = unsafe { &*(handler as *const CoroutineTrapHandler<Result<R, Fault>>) };
-    handler.stack_ptr_in_bounds(stack_pointer)
-}
-
-/// What the fault handler does about a fault.
-pub enum Trap {
-    /// The running slot overflowed into its guard page: write these registers (the coroutine
-    /// returns `Fault::StackOverflow`).
-    Redirect(TrapHandlerRegs),
-    /// The running slot reached its stack headroom, which is now open: return and let the
-    /// faulting instruction run again.
-    Retry,
-    /// Not a fault of the running slot's stack.
-    NotOurs,
-}
-
-/// Called by the fault handler: a fault in the running slot's headroom opens it; a fault in its
-/// guard page (with the faulting stack that slot's) sets the coroutine up to return
-/// `Fault::StackOverflow`.
-pub fn on_stack_fault(fault_address: usize, stack_pointer: usize) -> Trap {
-    let trap = TRAP.with(Cell::get);
-    if trap.is_null() {
-        return Trap::NotOurs;
-    }
-    // SAFETY: a non-null TRAP points into the running Task, which does not move while it runs.
-    let trap = unsafe { &*trap };
-    if fault_address < trap.guard_start || fault_address >= trap.headroom_end {
-        return Trap::NotOurs;
-    }
-    // SAFETY: `trap.handler` matches the functions' type parameter (both set by `Task::new`
-    // and `Task::resume` of the same Task).
-    if !unsafe { (trap.stack_ptr_in_bounds)(trap.handler, stack_pointer) } {
-        return Trap::NotOurs;
-    }
-    if fault_address >= trap.guard_end && !trap.headroom_open.get() {
-        let start = trap.guard_end as *mut u8;
-        if protect_span(start, STACK_HEADROOM_BYTES, true).is_ok() {
-            trap.headroom_open.set(true);
-            // `panicking` reads a thread-local with no lazy initialisation: safe here.
-            trap.headroom_used.set(!std::thread::panicking());
-            return Trap::Retry;
-        }
-    }
-    // SAFETY: as above; we are in the fault handler for this coroutine, with its stack pointer
-    // in bounds.
-    Trap::Redirect(unsafe { (trap.redirect)(trap.handler) })
 }
