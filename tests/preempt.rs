@@ -103,3 +103,51 @@ fn a_handler_blocked_in_thread_sleep_ends_with_504_when_the_call_returns() {
     assert_eq!(timed(&mut client, "/thread-sleep/100").0, 200, "within its deadline");
     assert!(server.is_running(), "{}", server.stderr());
 }
+
+/// Two connections served by different workers (`/thread` names the worker's thread).
+fn clients_on_two_workers(server: &ServerProcess) -> (Client, Client) {
+    let mut first = Client::connect(server.addr());
+    let worker = first.get("/thread").text();
+    for _ in 0..64 {
+        let mut other = Client::connect(server.addr());
+        if other.get("/thread").text() != worker {
+            return (first, other);
+        }
+    }
+    panic!("64 connections and all on the first one's worker");
+}
+
+#[test]
+fn a_handler_blocked_for_ever_trips_the_watchdog_and_the_instance_exits_naming_it() {
+    let _serial = one_at_a_time();
+    let mut args = vec!["serve"];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&["--workers", "2", "--set", "handler_timeout_ms=2000"]);
+    args.extend_from_slice(&["--set", "watchdog_ms=2100"]);
+    let mut server = ServerProcess::start_binary("testapp", &args, &[]);
+    let (mut in_flight, mut stuck) = clients_on_two_workers(&server);
+    let start = Instant::now();
+    // Blocked in a system call (std::thread::sleep) far past its deadline: preemption cannot
+    // cut it off, so its worker's loop stops turning.
+    stuck.send(b"GET /thread-sleep/100000 HTTP/1.1\r\nhost: t\r\n\r\n");
+    // Not synchronisation: a request on the other worker that is still running when the
+    // watchdog fires (2.1 s, checked every 525 ms) and ends 2.9 s after the start.
+    std::thread::sleep(Duration::from_secs(1));
+    in_flight.send(b"GET /sleep/1900 HTTP/1.1\r\nhost: t\r\n\r\n");
+    let status = server.wait_exit();
+    let elapsed = start.elapsed();
+    assert_eq!(status.code(), Some(70), "{status:?}: {}", server.stderr());
+    assert!(elapsed >= Duration::from_millis(2900), "the other worker finished: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "bounded: {elapsed:?}");
+    let response = in_flight.response();
+    assert_eq!(response.status, 200, "the other worker's request in flight finished");
+    assert_eq!(response.text(), "slept 1900 ms\n");
+    assert!(stuck.is_closed_by_server(), "no answer rather than a wrong one");
+    let stderr = server.stderr();
+    let line = stderr.lines().find(|l| l.contains("is tainted")).expect("the escalation line");
+    assert!(line.starts_with("cella: fatal: worker "), "{line}");
+    assert!(line.contains("its event loop has not turned for"), "{line}");
+    assert!(line.contains("preemption cannot cut it off"), "{line}");
+    assert!(line.contains("request running: GET /thread-sleep/100000"), "{line}");
+    assert_eq!(stderr.matches("is tainted").count(), 1, "one line: {stderr}");
+}

@@ -29,6 +29,11 @@ impl Line {
         let _ = write!(self, "{method} {}", &path[..cut]);
     }
 
+    /// Appends one byte (a control byte becomes `?`), if it fits.
+    pub(crate) fn push_byte(&mut self, byte: u8) {
+        let _ = self.write_str(std::str::from_utf8(&[byte]).unwrap_or("?"));
+    }
+
     /// The line with its newline, to write with one write(2).
     pub(crate) fn finish(&mut self) -> &[u8] {
         self.bytes[self.len] = b'\n';

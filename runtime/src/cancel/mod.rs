@@ -166,6 +166,14 @@ thread_local! {
     static TRAP: Cell<*const TrapContext> = const { Cell::new(ptr::null()) };
     /// Whether the running task has been resumed with `Wake::Cancel` (it never suspends again).
     static CANCELLED: Cell<bool> = const { Cell::new(false) };
+    /// Called (in the preemption signal handler) at the first try past a running handler's
+    /// deadline that could not cut it off: the worker notes the request for the watchdog.
+    static OVERDUE_HOOK: Cell<Option<fn()>> = const { Cell::new(None) };
+}
+
+/// Sets this thread's overdue hook (see `OVERDUE_HOOK`); it must be async-signal-safe.
+pub fn set_overdue_hook(hook: fn()) {
+    OVERDUE_HOOK.with(|current| current.set(Some(hook)));
 }
 
 /// One handler execution on one slot.

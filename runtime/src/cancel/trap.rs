@@ -148,6 +148,11 @@ pub fn on_preempt_signal(now_ns: u64, stack_pointer: usize, own_code: bool) -> P
     if !handlers_own {
         let retries = trap.preempt_retries.get().saturating_add(1);
         trap.preempt_retries.set(retries);
+        if retries == 1 {
+            if let Some(hook) = super::OVERDUE_HOOK.with(Cell::get) {
+                hook();
+            }
+        }
         return Preempt::Retry(retries);
     }
     trap.deadline_ns.set(0); // Once: the coroutine returns before this handler can run again.

@@ -199,6 +199,8 @@ impl Server {
             alive: AtomicUsize::new(plan.workers),
             stack_markers: (0..plan.workers).map(|_| AtomicUsize::new(0)).collect(),
             escape: std::sync::OnceLock::new(),
+            watches: (0..plan.workers).map(|_| worker::Watch::new()).collect(),
+            escalating: AtomicBool::new(false),
         });
         let settings = Arc::new(Settings::new(&self.config));
         let ready = Arc::new(Barrier::new(plan.workers + 1));
@@ -235,6 +237,9 @@ impl Server {
                 .map_err(|source| StartError::Io { step: "spawn a worker thread", source })?;
             threads.push(thread);
         }
+        // Before the workers seal: the thread allocates nothing once it watches.
+        worker::start_watchdog(shared.clone(), Duration::from_millis(self.config.watchdog_ms))
+            .map_err(|source| StartError::Io { step: "spawn the watchdog thread", source })?;
         ready.wait();
         // Every worker is set up and none is sealed yet: the heap is as it will stay.
         let tables = [slots.address_range(), conns.address_range()];

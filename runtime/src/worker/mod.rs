@@ -40,6 +40,7 @@ mod settings;
 mod slots;
 mod tables;
 mod taint;
+mod watchdog;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -60,6 +61,7 @@ pub(crate) use nudge::Nudge;
 pub(crate) use settings::Settings;
 pub(crate) use slots::Slot;
 pub(crate) use tables::{buffer_table, conn_table, slot_table};
+pub(crate) use watchdog::{start as start_watchdog, Watch};
 
 use crate::pool::{Owned, SharedTable};
 
@@ -131,6 +133,10 @@ pub(crate) struct Shared {
     /// What the escape check scans, set by the controlling thread between the two meetings at
     /// `ready` (every worker set up, none sealed yet), and never changed.
     pub escape: std::sync::OnceLock<crate::escape::Scope>,
+    /// One per worker, for the watchdog (`watchdog.rs`).
+    pub watches: Box<[Watch]>,
+    /// A worker is being escalated for (`taint.rs`): the instance is exiting.
+    pub escalating: AtomicBool,
 }
 
 pub(crate) struct WorkerSetup {
@@ -238,7 +244,8 @@ pub(crate) fn run(setup: WorkerSetup) {
     worker.serve();
     cella_arena::unseal_current_thread();
     crate::sys::stop_preempt_timer();
-    // AcqRel: pairs with the Acquire load of the controlling thread waiting for the drain.
+    worker.watch().set_idle(true); // Ended: not stuck.
+                                   // AcqRel: pairs with the Acquire load of the controlling thread waiting for the drain.
     shared.alive.fetch_sub(1, Ordering::AcqRel);
     // This thread's teardown (dropping the worker, its thread-locals' destructors, std
     // unmapping the signal stack it mapped for this thread) frees and unmaps memory that the
@@ -255,6 +262,7 @@ impl Worker {
     fn new(setup: WorkerSetup) -> io::Result<Worker> {
         crate::sys::set_signal_stack(setup.memory.signal_stack)?;
         crate::sys::start_preempt_timer()?;
+        watchdog::adopt(&setup.shared.watches[setup.index]);
         setup.handler.prepare_thread();
         // std's lazy per-thread state and the log buffer, before the seal (`lazy.rs`).
         crate::lazy::prepare_worker();
@@ -313,6 +321,10 @@ impl Worker {
         &self.shared.stats[self.index]
     }
 
+    pub(super) fn watch(&self) -> &Watch {
+        &self.shared.watches[self.index]
+    }
+
     /// The event loop; returns once draining has closed every connection.
     pub(super) fn serve(&mut self) {
         loop {
@@ -328,11 +340,14 @@ impl Worker {
             }
             let timeout = self.poll_timeout();
             let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+            self.watch().set_idle(true);
             if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
                 if error.kind() != io::ErrorKind::Interrupted {
                     crate::sys::write_stderr(b"cella: epoll_wait failed; worker retrying\n");
                 }
             }
+            self.watch().set_idle(false);
+            self.watch().beat();
             self.now = Instant::now();
             self.take_nudge();
             for event in events.iter() {

@@ -90,11 +90,13 @@ impl Worker {
         let deadline_ns = self.clock.ns_at(slot.handler_deadline);
         slot.task.as_mut().expect("just set").set_deadline_ns(deadline_ns);
         slot.route.fail_countdown.set(slot.fail_alloc_at);
+        super::watchdog::running(&self.shared.watches[self.index], request);
         self.resume(slot_index, Wake::Start);
     }
 
     /// Runs a slot's task with its allocations routed to its arena.
     pub(super) fn run_task(&mut self, slot_index: usize, wake: Wake) -> Step<Response<'static>> {
+        self.watch().beat();
         self.set_wake_at(slot_index, None);
         let slot = &mut self.slots[slot_index];
         slot.wait = None;

@@ -17,7 +17,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::Worker;
+use super::{Shared, Worker};
 use crate::line::Line;
 use crate::slot_request::RawRequest;
 use crate::sys;
@@ -63,22 +63,37 @@ impl Worker {
             let _ = write!(line, "; {what}: ");
             line.request(request.method().as_str(), request.path());
         }
-        let _ = line.write_str("; draining the other workers, then exiting");
-        sys::write_stderr(line.finish());
-        // Release (both): pairs with the Acquire loads at the top of every worker's loop.
-        self.shared.unready.store(true, Ordering::Release);
-        self.shared.shutdown.store(true, Ordering::Release);
-        if let Ok(wakers) = self.shared.wakers.lock() {
-            wakers.iter().for_each(|waker| drop(waker.wake()));
-        }
         self.listener = None; // New connections go to the other workers' listeners meanwhile.
-        let deadline = Instant::now() + TAINTED_DRAIN_MAX;
-        // Acquire: pairs with the AcqRel decrement at each worker's exit; this one counts too.
-        while self.shared.alive.load(Ordering::Acquire) > 1 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        // _exit, not exit: std's exit flushes stdout under its lock, which may be held for ever.
-        // SAFETY: _exit(2) ends the process at once; nothing is required of the caller.
-        unsafe { libc::_exit(EXIT_TAINTED) }
+        exit_escalated(&self.shared, &mut line)
     }
+}
+
+/// Ends the instance for a tainted worker (this one, or one the watchdog found stuck): writes
+/// `line` (completed), stops readiness and accepting, lets the other workers finish their
+/// requests (at most [`TAINTED_DRAIN_MAX`]) and `_exit`s with [`EXIT_TAINTED`]. Once per
+/// instance: a second caller waits for the first one's exit.
+pub(super) fn exit_escalated(shared: &Shared, line: &mut Line) -> ! {
+    // AcqRel: one escalation per instance.
+    if shared.escalating.swap(true, Ordering::AcqRel) {
+        loop {
+            std::thread::sleep(TAINTED_DRAIN_MAX);
+        }
+    }
+    let _ = line.write_str("; draining the other workers, then exiting");
+    sys::write_stderr(line.finish());
+    // Release (both): pairs with the Acquire loads at the top of every worker's loop.
+    shared.unready.store(true, Ordering::Release);
+    shared.shutdown.store(true, Ordering::Release);
+    if let Ok(wakers) = shared.wakers.lock() {
+        wakers.iter().for_each(|waker| drop(waker.wake()));
+    }
+    let deadline = Instant::now() + TAINTED_DRAIN_MAX;
+    // Acquire: pairs with the AcqRel decrement at each worker's exit. The tainted worker is
+    // still counted (it is the caller, or stuck).
+    while shared.alive.load(Ordering::Acquire) > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // _exit, not exit: std's exit flushes stdout under its lock, which may be held for ever.
+    // SAFETY: _exit(2) ends the process at once; nothing is required of the caller.
+    unsafe { libc::_exit(EXIT_TAINTED) }
 }

@@ -338,6 +338,13 @@ config_keys! {
     /// request ran). Suspended, its stack is unwound; running without suspending, it is cut off
     /// by the worker's preemption timer when in its own code (docs/architecture.md, the ladder).
     handler_timeout_ms: u64 = "30000";
+    /// How long a worker's event loop may go without turning while it has work (a handler
+    /// running, connections to serve) before the worker is taken to be stuck (a handler blocked
+    /// in a system call, a lock left held by a cut-off handler): the instance escalates (stops
+    /// being ready, lets the other workers finish, exits with status 70 naming the worker, the
+    /// cause and the request it ran). Must be more than `handler_timeout_ms`: a handler may run
+    /// that long in one turn.
+    watchdog_ms: u64 = "60000";
     /// How long a complete request may wait for a free slot before it gets 503. 0: answer 503 at
     /// once.
     slot_wait_timeout_ms: u64 = "0";
@@ -597,6 +604,12 @@ impl Config {
             return fail(
                 "request_head_size_max must not exceed connection_read_buffer_size".into(),
             );
+        }
+        if self.watchdog_ms <= self.handler_timeout_ms {
+            return fail(format!(
+                "watchdog_ms = {} must be more than handler_timeout_ms = {} (a handler may run that long without its loop turning)",
+                self.watchdog_ms, self.handler_timeout_ms
+            ));
         }
         if self.request_line_size_max > self.request_head_size_max {
             return fail("request_line_size_max must not exceed request_head_size_max".into());

@@ -8,6 +8,15 @@ fn defaults_validate() {
 }
 
 #[test]
+fn the_watchdog_must_be_longer_than_the_handler_timeout() {
+    let mut config = Config { handler_timeout_ms: 300, watchdog_ms: 300, ..Config::default() };
+    let error = config.validate(4096).unwrap_err();
+    assert!(error.to_string().contains("watchdog_ms = 300 must be more than"), "{error}");
+    config.watchdog_ms = 301;
+    config.validate(4096).expect("one millisecond more is valid");
+}
+
+#[test]
 fn unknown_keys_are_errors_in_every_source() {
     let mut config = Config::default();
     let error = config.apply_toml("slotz = 3").unwrap_err();

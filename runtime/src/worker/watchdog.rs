@@ -1,0 +1,155 @@
+//! The event-loop watchdog, the last rung's detector for what preemption cannot cut off: a
+//! handler blocked in a system call or a C library past its deadline, a lock left held by a
+//! cut-off handler, a runtime bug. Each worker publishes a [`Watch`]: a beat it bumps at every
+//! loop turn and every handler resume, and whether it waits in epoll (idle, or ended). A thread
+//! that is not a worker, started before the seal and allocating nothing once it watches, checks
+//! every worker each quarter of `watchdog_ms`; a worker whose beat has not moved for longer than
+//! that while it was not idle is stuck, and the instance escalates for it (`taint.rs`): one line
+//! naming the worker, the cause and the request it ran, readiness 503, the other workers finish
+//! their requests, exit status 70.
+//!
+//! The request is named without any per-request copy: the worker keeps the running request in
+//! a thread-local, and its preemption signal handler, on its first try past the deadline (on
+//! the worker's own thread, so the request's memory cannot be released meanwhile), writes
+//! "METHOD path" into the watch, where the watchdog thread reads it.
+
+use std::cell::Cell;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::taint;
+use super::Shared;
+use crate::line::Line;
+use crate::slot_request::RawRequest;
+
+/// Bytes of the stuck request's "METHOD path" kept for the escalation line.
+const REQUEST_BYTES_MAX: usize = 120;
+
+/// What a worker publishes to the watchdog.
+pub(crate) struct Watch {
+    /// Bumped by its worker at every loop turn and handler resume (only it writes).
+    beat: AtomicU64,
+    /// The worker waits in epoll, or has ended: not stuck, whatever the beat.
+    idle: AtomicBool,
+    /// "METHOD path" of the request running past its deadline (see the module documentation).
+    request: [AtomicU8; REQUEST_BYTES_MAX],
+    request_len: AtomicUsize,
+}
+
+impl Watch {
+    pub(crate) fn new() -> Watch {
+        Watch {
+            beat: AtomicU64::new(0),
+            idle: AtomicBool::new(true),
+            request: [const { AtomicU8::new(0) }; REQUEST_BYTES_MAX],
+            request_len: AtomicUsize::new(0),
+        }
+    }
+
+    /// The worker made progress. Relaxed: a single writer, and the watchdog only compares.
+    #[inline]
+    pub(super) fn beat(&self) {
+        self.beat.store(self.beat.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// The worker enters (true) or leaves (false) its wait in epoll.
+    #[inline]
+    pub(super) fn set_idle(&self, idle: bool) {
+        self.idle.store(idle, Ordering::Relaxed);
+    }
+
+    fn note_request(&self, text: &[u8]) {
+        let len = text.len().min(REQUEST_BYTES_MAX);
+        for (cell, &byte) in self.request.iter().zip(&text[..len]) {
+            cell.store(byte, Ordering::Relaxed);
+        }
+        // Release: pairs with the Acquire load in `write_request`.
+        self.request_len.store(len, Ordering::Release);
+    }
+
+    fn write_request(&self, line: &mut Line) {
+        // Acquire: pairs with the Release store in `note_request`.
+        let len = self.request_len.load(Ordering::Acquire);
+        if len == 0 {
+            return;
+        }
+        let _ = line.write_str("; request running: ");
+        for cell in &self.request[..len] {
+            line.push_byte(cell.load(Ordering::Relaxed));
+        }
+    }
+}
+
+thread_local! {
+    /// This worker's watch; null on other threads.
+    static WATCH: Cell<*const Watch> = const { Cell::new(std::ptr::null()) };
+    /// The request whose handler runs (or last ran) on this worker.
+    static RUNNING: Cell<Option<RawRequest>> = const { Cell::new(None) };
+}
+
+/// Makes `watch` this worker thread's, and lets the preemption timer describe an overdue
+/// request into it. The shared state outlives the worker.
+pub(super) fn adopt(watch: &Watch) {
+    WATCH.with(|current| current.set(watch));
+    crate::cancel::set_overdue_hook(note_overdue);
+}
+
+/// The handler of `request` starts on this worker (`watch` is the worker's).
+#[inline]
+pub(super) fn running(watch: &Watch, request: RawRequest) {
+    RUNNING.with(|running| running.set(Some(request)));
+    // Relaxed: only this thread's signal handler writes it again, after this.
+    watch.request_len.store(0, Ordering::Relaxed);
+}
+
+/// Called from the preemption timer's signal handler on this worker, at its first try past the
+/// running handler's deadline: writes "METHOD path" into the watch. Allocates nothing.
+fn note_overdue() {
+    let watch = WATCH.with(Cell::get);
+    // SAFETY: a non-null WATCH is this worker's, in the shared state that outlives it.
+    let Some(watch) = (unsafe { watch.as_ref() }) else { return };
+    let Some(raw) = RUNNING.with(Cell::get) else { return };
+    // SAFETY: the running handler's slot holds its request until the task ends, and this runs
+    // on the worker's own thread while that handler runs, so the slot cannot be released.
+    let request = unsafe { raw.to_request() };
+    let mut text = Line::new();
+    text.request(request.method().as_str(), request.path());
+    let text = text.finish();
+    watch.note_request(&text[..text.len() - 1]);
+}
+
+/// Starts the watchdog thread for `shared`'s workers (before the workers seal themselves).
+pub(crate) fn start(shared: Arc<Shared>, watchdog: Duration) -> std::io::Result<()> {
+    let tick = (watchdog / 4).max(Duration::from_millis(5));
+    std::thread::Builder::new().name("cella-watchdog".into()).spawn(move || {
+        let mut seen: Vec<(u64, Instant)> = vec![(0, Instant::now()); shared.watches.len()];
+        // Acquire: pairs with the AcqRel decrement at each worker's exit.
+        while shared.alive.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(tick);
+            let now = Instant::now();
+            for (index, watch) in shared.watches.iter().enumerate() {
+                let beat = watch.beat.load(Ordering::Relaxed);
+                if watch.idle.load(Ordering::Relaxed) || beat != seen[index].0 {
+                    seen[index] = (beat, now);
+                } else if now.duration_since(seen[index].1) > watchdog {
+                    escalate_stuck(&shared, index, now.duration_since(seen[index].1));
+                }
+            }
+        }
+    })?;
+    Ok(())
+}
+
+fn escalate_stuck(shared: &Shared, index: usize, stalled: Duration) {
+    let watch = &shared.watches[index];
+    let mut line = Line::new();
+    let _ = write!(line, "cella: fatal: worker {index} is tainted: ");
+    let _ = write!(line, "its event loop has not turned for {} ms", stalled.as_millis());
+    if watch.request_len.load(Ordering::Acquire) > 0 {
+        let _ = line.write_str(": a handler is blocked past its deadline where preemption cannot cut it off (a system call, a C library, a lock)");
+    }
+    watch.write_request(&mut line);
+    taint::exit_escalated(shared, &mut line);
+}
