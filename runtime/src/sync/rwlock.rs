@@ -150,6 +150,8 @@ impl<T: ?Sized> RwLock<T> {
     /// Shares the lock with other readers, suspending the request (not the worker) while a
     /// writer holds it. `Err` when a writer panicked or was cancelled while holding it.
     pub fn read(&self) -> LockResult<RwLockReadGuard<'_, T>> {
+        // Not preempted halfway through the lock's bookkeeping (see `cella_arena::RuntimeSection`).
+        let _section = cella_arena::RuntimeSection::enter();
         let since = Instant::now();
         while !self.raw.try_read() {
             wait_for_release(since);
@@ -160,6 +162,7 @@ impl<T: ?Sized> RwLock<T> {
     /// Takes the lock alone, suspending the request (not the worker) while others hold it.
     /// While the guard lives, the holder's allocations go to the state heap.
     pub fn write(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
+        let _section = cella_arena::RuntimeSection::enter();
         let since = Instant::now();
         loop {
             if let Some(token) = self.raw.try_write() {
@@ -170,6 +173,7 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     pub fn try_read(&self) -> TryLockResult<RwLockReadGuard<'_, T>> {
+        let _section = cella_arena::RuntimeSection::enter();
         if self.raw.try_read() {
             Ok(self.read_guard()?)
         } else {
@@ -178,6 +182,7 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     pub fn try_write(&self) -> TryLockResult<RwLockWriteGuard<'_, T>> {
+        let _section = cella_arena::RuntimeSection::enter();
         match self.raw.try_write() {
             Some(token) => Ok(self.write_guard(token)?),
             None => Err(TryLockError::WouldBlock),
@@ -273,6 +278,7 @@ impl<T: ?Sized> Deref for RwLockReadGuard<'_, T> {
 
 impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
     fn drop(&mut self) {
+        let _section = cella_arena::RuntimeSection::enter();
         if unregister_held(self.held_index, self.token) {
             self.lock.raw.release_read();
         }
@@ -308,6 +314,7 @@ impl<T: ?Sized> DerefMut for RwLockWriteGuard<'_, T> {
 
 impl<T: ?Sized> Drop for RwLockWriteGuard<'_, T> {
     fn drop(&mut self) {
+        let _section = cella_arena::RuntimeSection::enter();
         if !unregister_held(self.held_index, self.token) {
             return; // The request that took it is over; the runtime released it already.
         }
