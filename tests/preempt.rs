@@ -151,3 +151,36 @@ fn a_handler_blocked_for_ever_trips_the_watchdog_and_the_instance_exits_naming_i
     assert!(line.contains("request running: GET /thread-sleep/100000"), "{line}");
     assert_eq!(stderr.matches("is tainted").count(), 1, "one line: {stderr}");
 }
+
+/// A request abandoned inside `println!` (its `Display` is cut off) leaves stdout's lock held:
+/// the instance escalates, naming it, instead of letting the other worker block on its next
+/// print.
+fn abandoned_inside_println_escalates(path: &str, status: u16) {
+    let _serial = one_at_a_time();
+    let mut server = testapp("2");
+    let (mut in_flight, mut abandoned) = clients_on_two_workers(&server);
+    in_flight.send(b"GET /sleep/200 HTTP/1.1\r\nhost: t\r\n\r\n");
+    let start = Instant::now();
+    assert_eq!(abandoned.get(path).status, status, "the abandoned request's own answer");
+    let exit = server.wait_exit();
+    let elapsed = start.elapsed();
+    assert_eq!(exit.code(), Some(70), "{exit:?}: {}", server.stderr());
+    // The deadline (for a spin), the probe's bound (1 s, checked every 50 ms), the drain.
+    assert!(elapsed < Duration::from_secs(3), "bounded: {elapsed:?}");
+    assert_eq!(in_flight.response().status, 200, "the other worker's request finished");
+    let stderr = server.stderr();
+    let line = stderr.lines().find(|l| l.contains("is tainted")).expect("the escalation line");
+    assert!(line.contains("stdout lock held by a cancelled request"), "{line}");
+    assert!(line.contains(&format!("last request cancelled: GET {path}")), "{line}");
+    assert_eq!(stderr.matches("is tainted").count(), 1, "one line: {stderr}");
+}
+
+#[test]
+fn a_request_cut_off_by_preemption_inside_println_makes_the_instance_escalate() {
+    abandoned_inside_println_escalates("/println-spin", 504);
+}
+
+#[test]
+fn a_request_that_overruns_inside_println_formatting_makes_the_instance_escalate() {
+    abandoned_inside_println_escalates("/println-overrun", 500);
+}

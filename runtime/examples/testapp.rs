@@ -302,8 +302,41 @@ fn spin_pure() -> u64 {
     }
 }
 
+/// A value whose formatting spins for ever (inside `println!`, with stdout's lock held).
+struct SpinsWhenFormatted;
+
+impl std::fmt::Display for SpinsWhenFormatted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&spin_pure().to_string())
+    }
+}
+
+/// A value whose formatting allocates 4 MiB (inside `println!`): past the arena, an overrun.
+struct AllocatesWhenFormatted;
+
+impl std::fmt::Display for AllocatesWhenFormatted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let big = std::hint::black_box(vec![b'a'; 4 << 20]);
+        f.write_str(std::str::from_utf8(&big[..1]).unwrap_or(""))
+    }
+}
+
 fn ladder_endpoints(router: cella::Router) -> cella::Router {
     router
+        .get(
+            "/println-spin",
+            handler_fn(|_| {
+                println!("{}", SpinsWhenFormatted);
+                Response::text("unreachable")
+            }),
+        )
+        .get(
+            "/println-overrun",
+            handler_fn(|_| {
+                println!("{}", AllocatesWhenFormatted);
+                Response::text("unreachable")
+            }),
+        )
         .get("/spin-pure", handler_fn(|_| Response::text(spin_pure().to_string())))
         .get(
             "/thread-sleep/{ms}",

@@ -6,7 +6,6 @@
 //! control characters replaced) with a single write(2). Panics outside handlers go to the hook
 //! that was installed before.
 
-use std::cell::Cell;
 use std::fmt::{self, Write};
 use std::panic::{self, PanicHookInfo};
 use std::sync::Once;
@@ -19,33 +18,11 @@ pub const MESSAGE_BYTES_MAX: usize = 200;
 
 static INSTALL: Once = Once::new();
 
-thread_local! {
-    /// Set while this thread probes for a panic it expects (`stdio_left_borrowed`): no output.
-    static QUIET: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Whether stdout's or stderr's `RefCell` is still borrowed on this thread: a print was cut
-/// short by an abandoned stack. Probes with an empty write under `catch_unwind` (a borrowed
-/// `RefCell` panics, quietly); allocates only then. Blocks while another thread prints.
-pub(crate) fn stdio_left_borrowed() -> bool {
-    QUIET.with(|quiet| quiet.set(true));
-    let borrowed = panic::catch_unwind(|| {
-        let _ = std::io::Write::write(&mut std::io::stdout().lock(), &[]);
-        let _ = std::io::Write::write(&mut std::io::stderr().lock(), &[]);
-    })
-    .is_err();
-    QUIET.with(|quiet| quiet.set(false));
-    borrowed
-}
-
 /// Installs the hook once per process (before sealing: taking the previous hook allocates).
 pub fn install() {
     INSTALL.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            if QUIET.with(Cell::get) {
-                return;
-            }
             if cancel::in_handler() {
                 log_handler_panic(info);
             } else {

@@ -201,7 +201,10 @@ impl Server {
             escape: std::sync::OnceLock::new(),
             watches: (0..plan.workers).map(|_| worker::Watch::new()).collect(),
             escalating: AtomicBool::new(false),
+            stdio_probe: worker::StdioProbe::new(),
         });
+        worker::start_stdio_probe(shared.clone())
+            .map_err(|source| StartError::Io { step: "spawn the stdio probe thread", source })?;
         let settings = Arc::new(Settings::new(&self.config));
         let ready = Arc::new(Barrier::new(plan.workers + 1));
         let setup_error = Arc::new(Mutex::new(None));

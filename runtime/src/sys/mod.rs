@@ -47,7 +47,7 @@ pub use linux_x86_64::*;
 mod preempt;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub use preempt::{
-    cover_preempt_deadline, start_preempt_timer, stop_preempt_timer, MonotonicClock,
+    cover_preempt_deadline, monotonic_ns, start_preempt_timer, stop_preempt_timer, MonotonicClock,
 };
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]

@@ -38,6 +38,7 @@ mod read;
 mod respond;
 mod settings;
 mod slots;
+mod stdio_probe;
 mod tables;
 mod taint;
 mod watchdog;
@@ -60,6 +61,7 @@ use conn::Phase;
 pub(crate) use nudge::Nudge;
 pub(crate) use settings::Settings;
 pub(crate) use slots::Slot;
+pub(crate) use stdio_probe::{start as start_stdio_probe, StdioProbe};
 pub(crate) use tables::{buffer_table, conn_table, slot_table};
 pub(crate) use watchdog::{start as start_watchdog, Watch};
 
@@ -137,6 +139,8 @@ pub(crate) struct Shared {
     pub watches: Box<[Watch]>,
     /// A worker is being escalated for (`taint.rs`): the instance is exiting.
     pub escalating: AtomicBool,
+    /// Checks stdout's and stderr's locks after hard cancels (`stdio_probe.rs`).
+    pub stdio_probe: StdioProbe,
 }
 
 pub(crate) struct WorkerSetup {

@@ -7,11 +7,11 @@
 //!
 //! Checked: std's per-thread panic count (a panic cut short by the guard page leaves
 //! `std::thread::panicking()` true: the next overrun would be taken for an out-of-memory panic,
-//! the next panic may abort), and stdout's and stderr's `RefCell`s (a print cut short leaves them
-//! borrowed: every later print on this worker panics, and the other workers block on the lock
-//! for ever). Not checkable from outside std: a stdio lock held without its `RefCell` borrowed,
-//! std's other internal locks (backtrace, environment), locks of other libraries; those are
-//! what the stack headroom (`cancel::STACK_HEADROOM_BYTES`) is for.
+//! the next panic may abort), here; and stdout's and stderr's locks (a print cut short holds
+//! them for ever: the other workers would block on their next print), by the probe thread
+//! (`stdio_probe.rs`), which the watchdog escalates for. Not checkable from outside std: std's
+//! other internal locks (backtrace, environment), locks of other libraries; those are what the
+//! stack headroom (`cancel::STACK_HEADROOM_BYTES`) and the watchdog are for.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -32,9 +32,6 @@ fn taint_cause() -> Option<&'static str> {
     if std::thread::panicking() {
         return Some("a panic was cut short by the guard page (std's panic count stays set)");
     }
-    if crate::panic_hook::stdio_left_borrowed() {
-        return Some("a print was cut short inside stdout's or stderr's lock");
-    }
     None
 }
 
@@ -48,6 +45,16 @@ impl Worker {
             let request = self.slots[slot_index].request;
             self.escalate(cause, request, "last request cancelled");
         }
+        // stdout's and stderr's locks: checked by the probe thread, never by this worker (the
+        // lock is reentrant, and another worker's abandoned request would block it for ever).
+        let mut request = Line::new();
+        if let Some(raw) = self.slots[slot_index].request {
+            // SAFETY: as in `escalate`: the caller still holds the slot and its request.
+            let request_ref = unsafe { raw.to_request() };
+            request.request(request_ref.method().as_str(), request_ref.path());
+        }
+        let text = request.finish();
+        self.shared.stdio_probe.ask(self.index, &text[..text.len() - 1]);
     }
 
     /// Escalates: one line naming the worker, `cause` and `request` (`what` says which: the

@@ -24,6 +24,9 @@ use super::Shared;
 use crate::line::Line;
 use crate::slot_request::RawRequest;
 
+/// How often the watchdog thread looks at the workers and the stdio probe (at most).
+const STDIO_PROBE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Bytes of the stuck request's "METHOD path" kept for the escalation line.
 const REQUEST_BYTES_MAX: usize = 120;
 
@@ -122,13 +125,17 @@ fn note_overdue() {
 
 /// Starts the watchdog thread for `shared`'s workers (before the workers seal themselves).
 pub(crate) fn start(shared: Arc<Shared>, watchdog: Duration) -> std::io::Result<()> {
-    let tick = (watchdog / 4).max(Duration::from_millis(5));
+    // Often enough for the stdio probe's bound too (`stdio_probe.rs`).
+    let tick = (watchdog / 4).clamp(Duration::from_millis(5), STDIO_PROBE_CHECK_INTERVAL);
     std::thread::Builder::new().name("cella-watchdog".into()).spawn(move || {
         let mut seen: Vec<(u64, Instant)> = vec![(0, Instant::now()); shared.watches.len()];
         // Acquire: pairs with the AcqRel decrement at each worker's exit.
         while shared.alive.load(Ordering::Acquire) > 0 {
             std::thread::sleep(tick);
             let now = Instant::now();
+            if let Some(mut line) = shared.stdio_probe.overdue(crate::sys::monotonic_ns()) {
+                taint::exit_escalated(&shared, &mut line);
+            }
             for (index, watch) in shared.watches.iter().enumerate() {
                 let beat = watch.beat.load(Ordering::Relaxed);
                 if watch.idle.load(Ordering::Relaxed) || beat != seen[index].0 {
