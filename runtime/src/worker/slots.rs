@@ -90,7 +90,6 @@ impl Worker {
         let deadline_ns = self.clock.ns_at(slot.handler_deadline);
         slot.task.as_mut().expect("just set").set_deadline_ns(deadline_ns);
         slot.route.fail_countdown.set(slot.fail_alloc_at);
-        super::watchdog::running(&self.shared.watches[self.index], request);
         self.resume(slot_index, Wake::Start);
     }
 
@@ -99,6 +98,7 @@ impl Worker {
         self.watch().beat();
         self.set_wake_at(slot_index, None);
         let slot = &mut self.slots[slot_index];
+        super::watchdog::running(&self.shared.watches[self.index], &slot.request);
         slot.wait = None;
         slot.route.arena = &slot.arena;
         slot.route.reserve = &self.reserve;
@@ -110,6 +110,7 @@ impl Worker {
         // runs right after the task gives control back.
         unsafe { cella_arena::enter(&slot.route) };
         let step = slot.task.as_mut().expect("a running slot has a task").resume(wake);
+        super::watchdog::running_none();
         cella_arena::leave();
         fds::leave();
         SlotSockets::leave();

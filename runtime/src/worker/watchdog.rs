@@ -88,8 +88,9 @@ impl Watch {
 thread_local! {
     /// This worker's watch; null on other threads.
     static WATCH: Cell<*const Watch> = const { Cell::new(std::ptr::null()) };
-    /// The request whose handler runs (or last ran) on this worker.
-    static RUNNING: Cell<Option<RawRequest>> = const { Cell::new(None) };
+    /// The request whose handler runs on this worker: its slot's field, in the slot table (not
+    /// the request's arena: the escape check must not find a pointer there); null when none.
+    static RUNNING: Cell<*const Option<RawRequest>> = const { Cell::new(std::ptr::null()) };
 }
 
 /// Makes `watch` this worker thread's, and lets the preemption timer describe an overdue
@@ -99,12 +100,19 @@ pub(super) fn adopt(watch: &Watch) {
     crate::cancel::set_overdue_hook(note_overdue);
 }
 
-/// The handler of `request` starts on this worker (`watch` is the worker's).
+/// The handler of `request` is resumed on this worker (`watch` is the worker's).
 #[inline]
-pub(super) fn running(watch: &Watch, request: RawRequest) {
-    RUNNING.with(|running| running.set(Some(request)));
+pub(super) fn running(watch: &Watch, request: &Option<RawRequest>) {
+    RUNNING.with(|running| running.set(request));
     // Relaxed: only this thread's signal handler writes it again, after this.
     watch.request_len.store(0, Ordering::Relaxed);
+}
+
+/// The handler gave control back: no pointer into its arena stays here (the escape check
+/// would find it once the slot is released).
+#[inline]
+pub(super) fn running_none() {
+    RUNNING.with(|running| running.set(std::ptr::null()));
 }
 
 /// Called from the preemption timer's signal handler on this worker, at its first try past the
@@ -113,9 +121,13 @@ fn note_overdue() {
     let watch = WATCH.with(Cell::get);
     // SAFETY: a non-null WATCH is this worker's, in the shared state that outlives it.
     let Some(watch) = (unsafe { watch.as_ref() }) else { return };
-    let Some(raw) = RUNNING.with(Cell::get) else { return };
-    // SAFETY: the running handler's slot holds its request until the task ends, and this runs
-    // on the worker's own thread while that handler runs, so the slot cannot be released.
+    // SAFETY: a non-null RUNNING points at the running handler's slot's `request`, which the
+    // worker does not change while the handler runs; this runs on the worker's own thread
+    // while that handler runs, so the slot cannot be released, and its request's memory lives.
+    let Some(raw) = (unsafe { RUNNING.with(Cell::get).as_ref() }).copied().flatten() else {
+        return;
+    };
+    // SAFETY: as above.
     let request = unsafe { raw.to_request() };
     let mut text = Line::new();
     text.request(request.method().as_str(), request.path());
