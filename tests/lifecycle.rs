@@ -621,10 +621,12 @@ fn a_handler_deadline_counts_from_its_own_start_not_from_its_loop_turn() {
     let server = ServerProcess::start(&["--set", "handler_timeout_ms=300"]);
     let mut client = Client::connect(server.addr());
     // Pipelined: the second handler starts in the same loop turn, right after the first has
-    // kept the worker busy for 600 ms (it never suspends, so nothing cuts it off).
+    // kept the worker busy for 250 ms (within its own deadline; past it, preemption would cut
+    // it off). Counted from the turn, the second one's deadline would pass 50 ms into its
+    // 100 ms wait.
     client.send(
-        b"GET /spin/600 HTTP/1.1\r\nhost: t\r\n\r\nGET /sleep/50 HTTP/1.1\r\nhost: t\r\n\r\n",
+        b"GET /spin/250 HTTP/1.1\r\nhost: t\r\n\r\nGET /sleep/100 HTTP/1.1\r\nhost: t\r\n\r\n",
     );
     assert_eq!(client.response().status, 200);
-    assert_eq!(client.response().status, 200, "a 50 ms handler is within a 300 ms deadline");
+    assert_eq!(client.response().status, 200, "a 100 ms handler is within a 300 ms deadline");
 }
