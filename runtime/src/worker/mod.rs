@@ -248,8 +248,9 @@ pub(crate) fn run(setup: WorkerSetup) {
     worker.serve();
     cella_arena::unseal_current_thread();
     crate::sys::stop_preempt_timer();
-    worker.watch().set_idle(true); // Ended: not stuck.
-                                   // AcqRel: pairs with the Acquire load of the controlling thread waiting for the drain.
+    // Ended: not stuck, for the watchdog.
+    worker.watch().set_idle(true);
+    // AcqRel: pairs with the Acquire load of the controlling thread waiting for the drain.
     shared.alive.fetch_sub(1, Ordering::AcqRel);
     // This thread's teardown (dropping the worker, its thread-locals' destructors, std
     // unmapping the signal stack it mapped for this thread) frees and unmaps memory that the
