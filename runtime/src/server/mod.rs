@@ -2,23 +2,26 @@
 //! SO_REUSEPORT listener per worker (`listeners`), start the access log writer and the workers,
 //! and drain them on request.
 
-use std::fmt;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cella_arena::{Region, RegionError, RegionOptions};
-use cella_shared::{Config, ConfigError, MemoryPlan};
+use cella_arena::{Region, RegionOptions};
+use cella_shared::{Config, MemoryPlan};
 
 use crate::access_log;
 use crate::escape;
 use crate::handler::Handler;
 use crate::worker::{self, Settings, Shared, WorkerSetup, WorkerStats};
 
+mod error;
 mod listeners;
+mod stats;
+
+pub use error::StartError;
+pub use stats::Stats;
 
 use listeners::{bind_admin, bind_listeners, share_listeners};
 
@@ -47,92 +50,6 @@ fn check_open_file_limit(config: &Config, plan: &MemoryPlan) -> Result<u64, Star
         return Err(StartError::FileLimit { needed, limit });
     }
     Ok(limit)
-}
-
-/// Why a server did not start. The binary prints it and exits non-zero.
-#[derive(Debug)]
-pub enum StartError {
-    Config(ConfigError),
-    Region(RegionError),
-    Io {
-        step: &'static str,
-        source: io::Error,
-    },
-    Worker(String),
-    /// The open-file limit (after raising the soft limit to the hard one) cannot hold the plan.
-    FileLimit {
-        needed: u64,
-        limit: u64,
-    },
-    /// The binary's global allocator is not `RoutingAlloc`: handler allocations would go to the
-    /// system heap, unbounded, and the arena limit would not hold.
-    NotRoutingAlloc,
-}
-
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StartError::Config(error) => error.fmt(f),
-            StartError::Region(error) => error.fmt(f),
-            StartError::Io { step, source } => write!(f, "cannot {step}: {source}"),
-            StartError::Worker(message) => write!(f, "a worker failed to start: {message}"),
-            StartError::FileLimit { needed, limit } => write!(
-                f,
-                "the plan needs {needed} file descriptors (connections_max + slots x \
-                 slot_sockets_max + workers + {FDS_SPARE} spare) but the open-file limit is \
-                 {limit}: raise it (ulimit -n, systemd LimitNOFILE=) or lower connections_max"
-            ),
-            StartError::NotRoutingAlloc => f.write_str(
-                "this binary's global allocator is not cella::RoutingAlloc, so handler \
-                 allocations would go to the system heap, unbounded: set the binary up with \
-                 `cella::main!(app)`, or declare `#[global_allocator] static ALLOCATOR: \
-                 cella::RoutingAlloc = cella::RoutingAlloc;`",
-            ),
-        }
-    }
-}
-
-impl std::error::Error for StartError {}
-
-/// Counters summed over all workers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub connections_accepted: u64,
-    pub connections_rejected: u64,
-    pub requests: u64,
-    pub busy_rejections: u64,
-    pub overruns: u64,
-    pub panics: u64,
-    pub stack_overflows: u64,
-    pub handler_timeouts: u64,
-    pub client_errors: u64,
-    /// Idle keep-alive connections closed to admit a new one when the table was full.
-    pub idle_evictions: u64,
-    /// Probe requests (`liveness_path`, `readiness_path`), answered without a slot.
-    pub probes: u64,
-    /// System allocator calls made by sealed threads in this process (expected: 0).
-    pub sealed_system_calls: u64,
-    /// The most any slot's arena has held, in bytes: how close handlers come to
-    /// `slot_arena_size`.
-    pub arena_high_water_bytes: u64,
-    /// Requests and connections turned away before a handler ran, by reason.
-    pub rejected: crate::metrics::Rejections,
-    /// Handlers cancelled because their client closed the connection before they finished.
-    pub client_gone: u64,
-    /// Answers queued on the main listener by status class, `[1xx, 2xx, 3xx, 4xx, 5xx]`
-    /// (probes are counted in `probes`).
-    pub responses_by_class: [u64; 5],
-    /// Times a connection with bytes to read found every I/O buffer pair lent.
-    pub io_buffer_waits: u64,
-    /// Access log lines added to the workers' buffers (`cella_access_log_lines_total`).
-    pub access_log_lines: u64,
-    /// Access log lines dropped because a worker's buffer was full.
-    pub access_log_dropped: u64,
-    /// Words the escape check (`escape_check`) found pointing into the arena of a released
-    /// slot: memory a request left behind.
-    pub escapes: u64,
-    /// Slots retired (never reused) because of such words.
-    pub slots_retired: u64,
 }
 
 /// A server ready to start.
