@@ -3,7 +3,8 @@
 # (apt-get as root), builds, runs the workspace tests in debug, the black-box suite again with
 # every slot quarantined between requests and the escape check at `full` (any `cella: escape:`
 # line a test did not expect fails it), the memory-contract tests against release builds,
-# the external no-allocation check (LD_PRELOAD malloc counter and strace), and the fuzz targets
+# the external no-allocation check (LD_PRELOAD malloc counter and strace: the demo app, a C
+# plugin, and the kv example under concurrent clients with quarantine), and the fuzz targets
 # (seeds and regressions replayed, then each target for FUZZ_SECONDS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,6 +68,9 @@ cc -shared -fPIC -O2 -I runtime/include -o target/release/libapp_c.so tests/plug
 # The C plugin's run also scans for escapes at every release (escape_check = full: the scan allocates nothing).
 CELLA_ESCAPE_CHECK=full tests/check/no-alloc-after-startup.sh target/release/cella target/release/libapp_c.so
 tests/check/no-alloc-after-startup.sh target/release/cella
+echo "== no system allocation after startup, kv example: concurrent clients, overruns, escape_check = full, quarantine"
+# State kept across requests (the state heap), every write read back at the end (about 5 s).
+tests/check/no-alloc-after-startup.sh target/release/examples/kv
 
 # Fuzzing (fuzz/ is its own workspace with its own target dir; docs/fuzzing.md): the seed
 # corpus and every saved regression replayed under a plain cargo test, then each libFuzzer
