@@ -39,8 +39,8 @@ mod rwlock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cella_arena::HeldLock;
 pub use cella_arena::HELD_LOCKS_MAX;
+use cella_arena::{HeldLock, Placement};
 pub use mutex::{Mutex, MutexGuard};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -106,6 +106,49 @@ fn unregister_held(held_index: Option<usize>, token: u64) -> bool {
     match held_index {
         Some(index) => cella_arena::unregister_held(index, token),
         None => true,
+    }
+}
+
+/// What an exclusive guard (a [`Mutex`]'s, an [`RwLock`]'s write guard) holds besides its lock:
+/// its acquisition, its entry in the route's held-lock table, and the state-heap placement its
+/// holder's allocations follow while it lives.
+struct ExclusiveHold {
+    token: u64,
+    /// The entry of the route's held-lock table, inside a handler.
+    held_index: Option<usize>,
+    placement: *const Placement,
+    /// Whether the thread was panicking when the lock was taken (poison only for a new panic).
+    panicking: bool,
+}
+
+impl ExclusiveHold {
+    /// Starts holding the acquisition `token`, registered as `held_index`.
+    fn begin(token: u64, held_index: Option<usize>) -> ExclusiveHold {
+        let placement = cella_arena::guard_began();
+        ExclusiveHold { token, held_index, placement, panicking: std::thread::panicking() }
+    }
+
+    /// Ends the hold as its guard drops: forgets its entry, ends the placement, and poisons
+    /// `poisoned` when a panic began while it was held. `false`: the request that took it is
+    /// over and the runtime released the lock then, so the caller must not release it.
+    fn end(&self, poisoned: &AtomicBool) -> bool {
+        if !unregister_held(self.held_index, self.token) {
+            return false;
+        }
+        cella_arena::guard_ended(self.placement);
+        if !self.panicking && std::thread::panicking() {
+            poison(poisoned);
+        }
+        true
+    }
+}
+
+/// `guard`, as an error when its lock is poisoned (std's `LockResult` convention).
+fn poison_checked<G>(poisoned: bool, guard: G) -> std::sync::LockResult<G> {
+    if poisoned {
+        Err(std::sync::PoisonError::new(guard))
+    } else {
+        Ok(guard)
     }
 }
 

@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
 use std::time::Instant;
 
-use cella_arena::Placement;
-
-use super::{next_token, poison, register_held, unregister_held, wait_for_release};
+use super::{next_token, poison, poison_checked, register_held, wait_for_release, ExclusiveHold};
 
 /// The part of a lock the runtime touches when it releases it for an abandoned holder: the
 /// same for every `T`.
@@ -150,19 +148,11 @@ impl<T: ?Sized> Mutex<T> {
         // SAFETY: the guard made below borrows `self`, and `release_poisoned` is `RawLock`'s.
         let held_index =
             unsafe { register_held(lock, token, release_poisoned, || self.raw.release(token)) };
-        let guard = MutexGuard {
-            lock: self,
-            token,
-            held_index,
-            placement: cella_arena::guard_began(),
-            panicking: std::thread::panicking(),
-            _not_send: PhantomData,
-        };
-        if self.raw.is_poisoned() {
-            Err(PoisonError::new(guard))
-        } else {
-            Ok(guard)
-        }
+        let hold = ExclusiveHold::begin(token, held_index);
+        poison_checked(
+            self.raw.is_poisoned(),
+            MutexGuard { lock: self, hold, _not_send: PhantomData },
+        )
     }
 }
 
@@ -181,12 +171,7 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
 /// Holds a [`Mutex`]; while it lives, the holder's allocations go to the state heap.
 pub struct MutexGuard<'a, T: ?Sized> {
     lock: &'a Mutex<T>,
-    token: u64,
-    /// The entry of the route's held-lock table, inside a handler.
-    held_index: Option<usize>,
-    placement: *const Placement,
-    /// Whether the thread was panicking when the lock was taken (poison only for a new panic).
-    panicking: bool,
+    hold: ExclusiveHold,
     /// A guard belongs to its request's task and thread.
     _not_send: PhantomData<*const ()>,
 }
@@ -211,14 +196,9 @@ impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
 impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
         let _section = cella_arena::RuntimeSection::enter();
-        if !unregister_held(self.held_index, self.token) {
-            return; // The request that took it is over; the runtime released it already.
+        if self.hold.end(&self.lock.raw.poisoned) {
+            self.lock.raw.release(self.hold.token);
         }
-        cella_arena::guard_ended(self.placement);
-        if !self.panicking && std::thread::panicking() {
-            poison(&self.lock.raw.poisoned);
-        }
-        self.lock.raw.release(self.token);
     }
 }
 

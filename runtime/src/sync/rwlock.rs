@@ -24,9 +24,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
 use std::time::Instant;
 
-use cella_arena::Placement;
-
-use super::{next_token, poison, register_held, unregister_held, wait_for_release};
+use super::{
+    next_token, poison, poison_checked, register_held, unregister_held, wait_for_release,
+    ExclusiveHold,
+};
 
 /// In `RawRwLock::state`: a writer holds the lock (the other bits are then 0).
 const WRITER: u64 = 1 << 63;
@@ -229,19 +230,11 @@ impl<T: ?Sized> RwLock<T> {
         // SAFETY: as in `read_guard`.
         let held_index =
             unsafe { register_held(lock, token, release_poisoned, || self.raw.release_write()) };
-        let guard = RwLockWriteGuard {
-            lock: self,
-            token,
-            held_index,
-            placement: cella_arena::guard_began(),
-            panicking: std::thread::panicking(),
-            _not_send: PhantomData,
-        };
-        if self.raw.is_poisoned() {
-            Err(PoisonError::new(guard))
-        } else {
-            Ok(guard)
-        }
+        let hold = ExclusiveHold::begin(token, held_index);
+        poison_checked(
+            self.raw.is_poisoned(),
+            RwLockWriteGuard { lock: self, hold, _not_send: PhantomData },
+        )
     }
 }
 
@@ -288,11 +281,7 @@ impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
 /// Holds an [`RwLock`] alone; while it lives, the holder's allocations go to the state heap.
 pub struct RwLockWriteGuard<'a, T: ?Sized> {
     lock: &'a RwLock<T>,
-    token: u64,
-    held_index: Option<usize>,
-    placement: *const Placement,
-    /// Whether the thread was panicking when the lock was taken (poison only for a new panic).
-    panicking: bool,
+    hold: ExclusiveHold,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -315,13 +304,8 @@ impl<T: ?Sized> DerefMut for RwLockWriteGuard<'_, T> {
 impl<T: ?Sized> Drop for RwLockWriteGuard<'_, T> {
     fn drop(&mut self) {
         let _section = cella_arena::RuntimeSection::enter();
-        if !unregister_held(self.held_index, self.token) {
-            return; // The request that took it is over; the runtime released it already.
+        if self.hold.end(&self.lock.raw.poisoned) {
+            self.lock.raw.release_write();
         }
-        cella_arena::guard_ended(self.placement);
-        if !self.panicking && std::thread::panicking() {
-            poison(&self.lock.raw.poisoned);
-        }
-        self.lock.raw.release_write();
     }
 }
