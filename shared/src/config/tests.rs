@@ -1,4 +1,5 @@
 use super::*;
+use crate::limits;
 
 #[test]
 fn defaults_validate() {
