@@ -38,6 +38,17 @@ use cella_shared::limits::REGIONS_MAX;
 use crate::arena::Arena;
 use crate::state::{self, StateHeap};
 
+mod held;
+mod placement;
+
+pub use held::{register_held, unregister_held, HeldLock, HELD_LOCKS_MAX};
+
+use placement::THREAD_PLACEMENT;
+pub use placement::{
+    begin_target, end_target, guard_began, guard_ended, placed_in_state, Placement, SavedTarget,
+    Target,
+};
+
 /// Where a running handler's allocations go.
 pub struct Route {
     pub arena: *const Arena,
@@ -54,22 +65,6 @@ pub struct Route {
     /// [`Route::end_request`] if it still holds them when it ends (a hard cancel runs no
     /// destructor).
     held: [Cell<Option<HeldLock>>; HELD_LOCKS_MAX],
-}
-
-/// Most `cella::sync` locks one request may hold at once.
-pub const HELD_LOCKS_MAX: usize = 8;
-
-/// A lock a handler holds: how to release and poison it when the handler ends without
-/// releasing it.
-#[derive(Clone, Copy, Debug)]
-pub struct HeldLock {
-    /// The lock, erased.
-    pub lock: *const (),
-    /// Which acquisition this is: `release_poisoned` does nothing if the lock has been released
-    /// since (and perhaps taken by someone else).
-    pub token: u64,
-    /// Releases `lock` if `token` still holds it, and marks it poisoned.
-    pub release_poisoned: unsafe fn(lock: *const (), token: u64),
 }
 
 impl Route {
@@ -100,187 +95,9 @@ impl Route {
     }
 }
 
-/// Records `held` in the running handler's route; the index to pass to [`unregister_held`].
-/// `Ok(None)` outside a handler (nothing to record: no hard cancel can happen there); `Err` when
-/// the handler already holds [`HELD_LOCKS_MAX`] locks.
-///
-/// # Safety
-/// The lock behind `held.lock` must stay valid until it is unregistered or the request ends.
-pub unsafe fn register_held(held: HeldLock) -> Result<Option<usize>, ()> {
-    let route = current();
-    if route.is_null() {
-        return Ok(None);
-    }
-    // SAFETY: a non-null route is valid until `leave` (contract of `enter`).
-    let route = unsafe { &*route };
-    for (index, entry) in route.held.iter().enumerate() {
-        if entry.get().is_none() {
-            entry.set(Some(held));
-            return Ok(Some(index));
-        }
-    }
-    Err(())
-}
-
-/// Forgets entry `index` of the running handler's route if it still records `token`; whether
-/// it did (false: the request that took the lock is over, and its lock was released for it).
-pub fn unregister_held(index: usize, token: u64) -> bool {
-    let route = current();
-    // SAFETY: a non-null route is valid until `leave`.
-    let Some(route) = (unsafe { route.as_ref() }) else { return false };
-    let Some(entry) = route.held.get(index) else { return false };
-    if entry.get().is_some_and(|held| held.token == token) {
-        entry.set(None);
-        return true;
-    }
-    false
-}
-
-/// Where allocations go when no one asked otherwise, or what was asked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// The route's arena; the system allocator outside handlers.
-    Default,
-    /// The state heap.
-    State,
-    /// The route's arena even while a lock is held.
-    Arena,
-}
-
-/// What the running code asked about where its allocations go. Closures (`persist`,
-/// `in_arena`) nest strictly and save and restore `closure`; lock guards may be dropped in any
-/// order and are counted. A guard taken inside a closure wins over it; a closure entered while
-/// guards are held wins over them.
-pub struct Placement {
-    closure: Cell<Target>,
-    /// `guards` when the innermost closure began.
-    closure_guards: Cell<u32>,
-    guards: Cell<u32>,
-    /// Derived from the three above on every change: the allocator's fast path reads only this.
-    to_state: Cell<bool>,
-}
-
-/// What [`begin_target`] replaced, for [`end_target`].
-#[derive(Clone, Copy, Debug)]
-pub struct SavedTarget {
-    placement: *const Placement,
-    closure: Target,
-    closure_guards: u32,
-}
-
-impl Placement {
-    pub const fn new() -> Placement {
-        Placement {
-            closure: Cell::new(Target::Default),
-            closure_guards: Cell::new(0),
-            guards: Cell::new(0),
-            to_state: Cell::new(false),
-        }
-    }
-
-    fn update(&self) {
-        let guards = self.guards.get();
-        let to_state = guards > self.closure_guards.get()
-            || match self.closure.get() {
-                Target::State => true,
-                Target::Arena => false,
-                Target::Default => guards > 0,
-            };
-        self.to_state.set(to_state);
-    }
-
-    fn reset(&self) {
-        self.closure.set(Target::Default);
-        self.closure_guards.set(0);
-        self.guards.set(0);
-        self.to_state.set(false);
-    }
-}
-
-impl Default for Placement {
-    fn default() -> Placement {
-        Placement::new()
-    }
-}
-
 thread_local! {
     static ROUTE: Cell<*const Route> = const { Cell::new(ptr::null()) };
     static SEALED: Cell<bool> = const { Cell::new(false) };
-    /// The placement of code that runs outside handlers (startup, a thread of the
-    /// application's own).
-    static THREAD_PLACEMENT: Placement = const { Placement::new() };
-}
-
-/// The placement of the running code: its route's, or its thread's outside handlers.
-fn current_placement() -> *const Placement {
-    let route = current();
-    if route.is_null() {
-        THREAD_PLACEMENT.with(|placement| placement as *const Placement)
-    } else {
-        // SAFETY: a non-null route is valid until `leave`.
-        unsafe { ptr::addr_of!((*route).placement) }
-    }
-}
-
-/// Sends the running code's allocations to `target` until [`end_target`], which must be
-/// called with the returned value in the same task (closures nest strictly).
-pub fn begin_target(target: Target) -> SavedTarget {
-    let placement = current_placement();
-    // SAFETY: the placement is the running route's or this thread's, valid now.
-    let p = unsafe { &*placement };
-    let saved =
-        SavedTarget { placement, closure: p.closure.get(), closure_guards: p.closure_guards.get() };
-    p.closure.set(target);
-    p.closure_guards.set(p.guards.get());
-    p.update();
-    saved
-}
-
-/// Ends what [`begin_target`] began. Does nothing if the running code's placement is not the
-/// one it changed (the request ended and another runs).
-pub fn end_target(saved: SavedTarget) {
-    let placement = current_placement();
-    if placement != saved.placement {
-        return;
-    }
-    // SAFETY: it is the running code's placement, valid now.
-    let p = unsafe { &*placement };
-    p.closure.set(saved.closure);
-    p.closure_guards.set(saved.closure_guards.min(p.guards.get()));
-    p.update();
-}
-
-/// A lock guard begins: its holder's allocations go to the state heap. Returns the placement
-/// to pass to [`guard_ended`].
-pub fn guard_began() -> *const Placement {
-    let placement = current_placement();
-    // SAFETY: the running code's placement, valid now.
-    let p = unsafe { &*placement };
-    p.guards.set(p.guards.get().saturating_add(1));
-    p.update();
-    placement
-}
-
-/// A lock guard ended. Does nothing if the running code's placement is not `placement` (the
-/// guard outlived its request).
-pub fn guard_ended(placement: *const Placement) {
-    if current_placement() != placement {
-        return;
-    }
-    // SAFETY: it is the running code's placement, valid now.
-    let p = unsafe { &*placement };
-    let guards = p.guards.get().saturating_sub(1);
-    p.guards.set(guards);
-    if p.closure_guards.get() > guards {
-        p.closure_guards.set(guards);
-    }
-    p.update();
-}
-
-/// Whether the running code's allocations go to the state heap now.
-pub fn placed_in_state() -> bool {
-    // SAFETY: the running code's placement, valid now.
-    unsafe { (*current_placement()).to_state.get() }
 }
 
 /// System allocator calls (allocations, reallocations and frees) made by sealed threads.
