@@ -32,8 +32,12 @@ pub const TRUNCATED_MARK: &str = " …[truncated]";
 /// The line buffer of a nested log call, or of a thread with no buffer inside a handler.
 pub const FALLBACK_LINE_BYTES: usize = 256;
 
+/// The line buffer's bytes before [`install`] is told `log_line_size_max`: that key's default
+/// (a test in this module keeps the two equal).
+const LINE_BYTES_BEFORE_INSTALL: usize = 4 << 10;
+
 /// Bytes of each thread's line buffer (`log_line_size_max`); set by [`install`].
-static LINE_BYTES: AtomicUsize = AtomicUsize::new(4096);
+static LINE_BYTES: AtomicUsize = AtomicUsize::new(LINE_BYTES_BEFORE_INSTALL);
 
 /// Whether the warning about a foreign logger was printed.
 static FOREIGN_WARNED: AtomicBool = AtomicBool::new(false);
@@ -275,5 +279,11 @@ mod tests {
         assert_eq!(formatted(64, format_args!("a\nb\rc\td\u{1}")), "a\\nb\\rc\\td\\x01\n");
         let line = formatted(40, format_args!("{}", "é".repeat(40)));
         assert!(line.ends_with(" …[truncated]\n") && line.len() <= 40, "{line}");
+    }
+
+    #[test]
+    fn the_line_size_before_install_is_the_keys_default() {
+        let config = cella_shared::Config::default();
+        assert_eq!(config.log_line_size_max.0, LINE_BYTES_BEFORE_INSTALL as u64);
     }
 }

@@ -112,8 +112,9 @@ impl IndexPool {
             let stamp = clock.fetch_add(1, Ordering::Relaxed);
             // Release: publishes the entry to the pop that takes it (its AcqRel exchange).
             stamps[index].store(stamp, Ordering::Release);
-            // Relaxed: a gauge.
-            self.free.fetch_add(1, Ordering::Relaxed);
+            // SeqCst: as on the stack path below, a waiter on another worker must see this
+            // count or be seen by the releaser's load of its flag (`worker/nudge.rs`).
+            self.free.fetch_add(1, Ordering::SeqCst);
             return;
         }
         // Relaxed: the value is only used as the expected value of the compare-exchange.

@@ -257,14 +257,10 @@ impl Line<'_> {
 
     /// `02/Dec/2026:12:30:05 +0000` (the common log format's time, in UTC).
     fn put_clf_time(&mut self, unix_time: Duration) {
-        const MONTHS: [&[u8; 3]; 12] = [
-            b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-            b"Dec",
-        ];
         let (year, month, day, second_of_day) = civil(unix_time);
         self.put_padded(u64::from(day), 2);
         self.put(b"/");
-        self.put(MONTHS[month as usize - 1]);
+        self.put(crate::http::date::MONTHS[month as usize - 1]);
         self.put(b"/");
         self.put_number(year);
         self.put(b":");

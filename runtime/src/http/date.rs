@@ -34,13 +34,14 @@ impl DateCache {
     }
 }
 
+/// The months' English abbreviations, as both IMF-fixdate and the common log format write them.
+pub(crate) const MONTHS: [&[u8; 3]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+
 /// Formats seconds since the Unix epoch as an IMF-fixdate (RFC 9110 §5.6.7).
 pub fn format_imf_fixdate(unix_seconds: u64) -> [u8; DATE_LEN] {
     const WEEKDAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
-    const MONTHS: [&[u8; 3]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-        b"Dec",
-    ];
     let days = unix_seconds / 86_400;
     let seconds_of_day = unix_seconds % 86_400;
     let (year, month, day) = civil_from_days(days as i64);

@@ -135,7 +135,7 @@ impl Reason {
 /// them (a scrape only reads), so a plain load and store is enough: no locked read-modify-write
 /// on the request path. Relaxed: statistics, summed by a scrape; nothing is ordered by them.
 #[inline]
-fn add(counter: &AtomicU64, value: u64) {
+pub(crate) fn add(counter: &AtomicU64, value: u64) {
     counter.store(counter.load(Ordering::Relaxed).wrapping_add(value), Ordering::Relaxed);
 }
 

@@ -4,7 +4,6 @@
 //! this worker's access log ring (never waiting: a full ring drops the line and counts it).
 //! Must not change what happens to a connection.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Worker;
@@ -71,11 +70,11 @@ impl Worker {
             arena_high_water_bytes,
         };
         let metrics = &self.shared.stats[self.index].metrics;
-        // Relaxed: statistics.
+        // Only this worker writes its counters: `metrics::add` (no locked instruction).
         if log.log(&entry) {
-            metrics.access_log_lines.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::add(&metrics.access_log_lines, 1);
         } else {
-            metrics.access_log_dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::add(&metrics.access_log_dropped, 1);
         }
     }
 }
