@@ -112,7 +112,6 @@ impl Server {
             io_waiting: AtomicUsize::new(0),
             stats: (0..plan.workers).map(|_| WorkerStats::default()).collect(),
             nudges: (0..plan.workers).map(|_| worker::Nudge::default()).collect(),
-            wakers: Mutex::new(Vec::with_capacity(plan.workers)),
             alive: AtomicUsize::new(plan.workers),
             stack_markers: (0..plan.workers).map(|_| AtomicUsize::new(0)).collect(),
             escape: std::sync::OnceLock::new(),
@@ -316,11 +315,7 @@ impl RunningServer {
     }
 
     fn wake_workers(&self) {
-        if let Ok(wakers) = self.shared.wakers.lock() {
-            for waker in wakers.iter() {
-                let _ = waker.wake();
-            }
-        }
+        self.shared.nudges.iter().for_each(worker::Nudge::wake_now);
     }
 
     /// Whether every worker has finished.

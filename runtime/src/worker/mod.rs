@@ -127,7 +127,6 @@ pub(crate) struct Shared {
     pub stats: Box<[WorkerStats]>,
     /// Per worker: what its connections wait for, and its waker (`worker/nudge.rs`).
     pub nudges: Box<[Nudge]>,
-    pub wakers: Mutex<Vec<Arc<Waker>>>,
     pub alive: AtomicUsize,
     /// An address on each worker's stack, stored before the seal: the escape check leaves the
     /// stacks out of the heap it scans.
@@ -276,8 +275,7 @@ impl Worker {
         let mut listener = TcpListener::from_std(setup.listener);
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        setup.shared.nudges[setup.index].set_waker(waker.clone());
-        setup.shared.wakers.lock().map_err(|_| io::Error::other("poisoned"))?.push(waker);
+        setup.shared.nudges[setup.index].set_waker(waker);
         let admin = setup.admin.map(|admin| admin::AdminPort::new(admin, poll.registry()));
         let settings = setup.settings;
         let memory = setup.memory;

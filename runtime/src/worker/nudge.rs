@@ -55,6 +55,14 @@ impl Nudge {
         let _ = self.waker.set(waker);
     }
 
+    /// Wakes the worker whatever it waits for (shutdown, escalation); a worker not started yet
+    /// has no waker and reads the shutdown flag when it starts.
+    pub(crate) fn wake_now(&self) {
+        if let Some(waker) = self.waker.get() {
+            let _ = waker.wake();
+        }
+    }
+
     fn wants(&self, freed: Freed) -> &AtomicBool {
         match freed {
             Freed::Slot => &self.wants_slot,

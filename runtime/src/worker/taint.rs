@@ -91,9 +91,7 @@ pub(super) fn exit_escalated(shared: &Shared, line: &mut Line) -> ! {
     // Release (both): pairs with the Acquire loads at the top of every worker's loop.
     shared.unready.store(true, Ordering::Release);
     shared.shutdown.store(true, Ordering::Release);
-    if let Ok(wakers) = shared.wakers.lock() {
-        wakers.iter().for_each(|waker| drop(waker.wake()));
-    }
+    shared.nudges.iter().for_each(super::nudge::Nudge::wake_now);
     let deadline = Instant::now() + TAINTED_DRAIN_MAX;
     // Acquire: pairs with the AcqRel decrement at each worker's exit. The tainted worker is
     // still counted (it is the caller, or stuck).
