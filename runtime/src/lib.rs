@@ -45,6 +45,7 @@ mod quarantine;
 mod reply;
 mod response;
 mod router;
+mod runtime_thread;
 mod server;
 pub mod setup;
 mod slot_request;

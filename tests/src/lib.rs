@@ -223,7 +223,15 @@ impl Drop for ServerProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        if self.escapes_expected || thread::panicking() {
+        if thread::panicking() {
+            if let Some(reader) = self.stderr_reader.take() {
+                let _ = reader.join();
+            }
+            // A failing test shows how its server ended and what it said.
+            eprintln!("server exit: {:?}; its stderr:\n{}", self.child.try_wait(), self.stderr());
+            return;
+        }
+        if self.escapes_expected {
             return;
         }
         // The pipe is closed now: the reader has every line once it ends.

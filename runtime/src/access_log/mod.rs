@@ -26,7 +26,7 @@ use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
@@ -122,14 +122,9 @@ impl Writer {
         let thread_control = control.clone();
         // Returns once the thread runs: its start (std maps its signal stack) is startup, never
         // inside the no-allocation window that begins with the ready line.
-        let started = Arc::new(Barrier::new(2));
-        let thread_started = started.clone();
-        let thread =
-            std::thread::Builder::new().name("cella-access-log".into()).spawn(move || {
-                thread_started.wait();
-                run(output, consumers, &thread_control)
-            })?;
-        started.wait();
+        let thread = crate::runtime_thread::spawn("cella-access-log", move || {
+            run(output, consumers, &thread_control)
+        })?;
         let writer = thread.thread().clone();
         let logs = producers
             .into_iter()

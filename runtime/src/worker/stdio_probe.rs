@@ -105,7 +105,7 @@ impl StdioProbe {
 /// Starts the probe thread (before the workers seal); it ends once every worker has.
 pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<()> {
     let watched = shared.clone();
-    let handle = std::thread::Builder::new().name("cella-stdio-probe".into()).spawn(move || {
+    let handle = crate::runtime_thread::spawn("cella-stdio-probe", move || {
         let probe = &watched.stdio_probe;
         // Acquire: pairs with the AcqRel decrement at each worker's exit.
         while watched.alive.load(Ordering::Acquire) > 0 {

@@ -139,7 +139,7 @@ fn note_overdue() {
 pub(crate) fn start(shared: Arc<Shared>, watchdog: Duration) -> std::io::Result<()> {
     // Often enough for the stdio probe's bound too (`stdio_probe.rs`).
     let tick = (watchdog / 4).clamp(Duration::from_millis(5), STDIO_PROBE_CHECK_INTERVAL);
-    std::thread::Builder::new().name("cella-watchdog".into()).spawn(move || {
+    crate::runtime_thread::spawn("cella-watchdog", move || {
         let mut seen: Vec<(u64, Instant)> = vec![(0, Instant::now()); shared.watches.len()];
         // Acquire: pairs with the AcqRel decrement at each worker's exit.
         while shared.alive.load(Ordering::Acquire) > 0 {
