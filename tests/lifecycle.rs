@@ -102,13 +102,7 @@ fn a_handler_past_its_deadline_gets_504_not_the_retryable_503() {
 #[test]
 fn a_full_connection_table_with_nothing_idle_turns_new_connections_away_politely() {
     let server = ServerProcess::start(&["--max-connections", "2"]);
-    let mut held: Vec<Client> = (0..2).map(|_| Client::connect(server.addr())).collect();
-    for client in &mut held {
-        // A request, and half of the next one in the same segment: once the answer to the first
-        // arrives, the server holds the half head, a request in flight that may not be evicted.
-        client.send(b"GET / HTTP/1.1\r\nhost: t\r\n\r\nGET / HTTP/1.1\r\n");
-        assert_eq!(client.response().status, 200);
-    }
+    let held = requests_in_flight(server.addr(), 2);
     let mut extra = Client::connect(server.addr());
     assert_eq!(extra.response().status, 503);
     assert!(extra.is_closed_by_server());
@@ -129,12 +123,7 @@ fn with_two_workers_a_full_table_with_nothing_idle_holds_a_new_connection_for_th
         "--set",
         "full_table_wait_ms=300",
     ]);
-    let mut held: Vec<Client> = (0..2).map(|_| Client::connect(server.addr())).collect();
-    for client in &mut held {
-        // As above: an answer, then half a head the server holds (a request in flight).
-        client.send(b"GET / HTTP/1.1\r\nhost: t\r\n\r\nGET / HTTP/1.1\r\n");
-        assert_eq!(client.response().status, 200);
-    }
+    let mut held = requests_in_flight(server.addr(), 2);
     // Whichever worker accepts it, another worker is asked to close an idle connection and has
     // none: the new connection is held for `full_table_wait_ms` and then turned away.
     let started = Instant::now();
@@ -152,6 +141,88 @@ fn with_two_workers_a_full_table_with_nothing_idle_holds_a_new_connection_for_th
     }
 }
 
+#[test]
+fn each_worker_holds_full_table_held_max_connections_and_turns_the_next_away_at_once() {
+    // Nothing can be evicted, and the wait outlasts the test: a held connection is answered
+    // only once room frees.
+    let server = ServerProcess::start(&[
+        "--workers",
+        "2",
+        "--max-connections",
+        "2",
+        "--set",
+        "full_table_wait_ms=10000",
+        "--set",
+        "full_table_held_max=2",
+    ]);
+    let addr = server.addr();
+    let busy = requests_in_flight(addr, 2);
+    // Five more: however the kernel spreads them, one worker gets at least three, holds two and
+    // turns the rest away at once; so 1 to 3 are turned away (503), 2 to 4 held (no answer).
+    let extra: Vec<Client> = (0..5).map(|_| Client::connect(addr)).collect();
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while !extra.iter().any(has_an_answer) {
+        assert!(Instant::now() < deadline, "none was turned away");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The others turned away were accepted with it: after this, any still silent is held.
+    thread::sleep(Duration::from_millis(500));
+    let (mut turned_away, mut held): (Vec<Client>, Vec<Client>) =
+        extra.into_iter().partition(has_an_answer);
+    assert!((1..=3).contains(&turned_away.len()), "{} turned away", turned_away.len());
+    for client in &mut turned_away {
+        assert_eq!(client.response().status, 503);
+    }
+    // Room frees: each held connection is admitted and served, long before its wait ends (as
+    // each is served and closed, the next is admitted).
+    drop(busy);
+    for client in &mut held {
+        client.send(b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
+    }
+    for client in &mut held {
+        assert_eq!(client.response().status, 200);
+    }
+}
+
+/// Whether the server sent something on `client` (or closed it) by now, without reading it.
+fn has_an_answer(client: &Client) -> bool {
+    client.stream.set_nonblocking(true).unwrap();
+    let answered = client.stream.peek(&mut [0u8]).is_ok();
+    client.stream.set_nonblocking(false).unwrap();
+    answered
+}
+
+#[test]
+fn with_full_table_held_max_0_a_new_connection_is_turned_away_at_once() {
+    let server = ServerProcess::start(&[
+        "--workers",
+        "2",
+        "--max-connections",
+        "2",
+        "--set",
+        "full_table_wait_ms=10000",
+        "--set",
+        "full_table_held_max=0",
+    ]);
+    let _busy = requests_in_flight(server.addr(), 2);
+    let started = Instant::now();
+    let mut extra = Client::connect(server.addr());
+    assert_eq!(extra.response().status, 503);
+    assert!(started.elapsed() < Duration::from_secs(5), "not held for the 10 s wait");
+}
+
+/// `count` connections, each with a request answered and half of the next one sent in the same
+/// segment: once the answer to the first arrives, the server holds the half head, a request in
+/// flight, so the connection may not be evicted. The client sends the rest with `host: t\r\n\r\n`.
+fn requests_in_flight(addr: std::net::SocketAddr, count: usize) -> Vec<Client> {
+    let mut clients: Vec<Client> = (0..count).map(|_| Client::connect(addr)).collect();
+    for client in &mut clients {
+        client.send(b"GET / HTTP/1.1\r\nhost: t\r\n\r\nGET / HTTP/1.1\r\n");
+        assert_eq!(client.response().status, 200);
+    }
+    clients
+}
+
 fn get_status_or_zero(addr: std::net::SocketAddr) -> u16 {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
@@ -163,13 +234,14 @@ fn get_status_or_zero(addr: std::net::SocketAddr) -> u16 {
 
 #[test]
 fn running_out_of_file_descriptors_is_survived() {
-    // SMALL's plan needs 64 connections + 4 slots x 4 sockets + 1 listener + 64 spare = 145.
-    let mut server = serve_under_ulimit("testapp", "ulimit -n 160");
+    // SMALL's plan needs 64 connections + 1 worker x 64 held + 4 slots x 4 sockets + 1 listener
+    // + 64 spare = 209.
+    let mut server = serve_under_ulimit("testapp", "ulimit -n 224");
     // A handler takes most of the descriptors for a while (a plugin or a library could).
     let addr = server.addr();
-    let holder = thread::spawn(move || get(addr, "/hold-fds?n=140&ms=1500").text());
+    let holder = thread::spawn(move || get(addr, "/hold-fds?n=204&ms=1500").text());
     let deadline = Instant::now() + STEP_TIMEOUT;
-    while std::fs::read_dir(format!("/proc/{}/fd", server.pid())).map_or(0, |d| d.count()) < 140 {
+    while std::fs::read_dir(format!("/proc/{}/fd", server.pid())).map_or(0, |d| d.count()) < 204 {
         assert!(Instant::now() < deadline, "the handler never took its descriptors");
         thread::sleep(Duration::from_millis(10));
     }
@@ -202,7 +274,7 @@ fn serve_under_ulimit(name: &str, ulimit: &str) -> ServerProcess {
 
 #[test]
 fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
-    // Soft 100 is below the 145 the plan needs; the hard limit is higher, so cella raises it.
+    // Soft 100 is below the 209 the plan needs; the hard limit is higher, so cella raises it.
     let server = serve_under_ulimit("cella", "ulimit -Sn 100");
     assert_eq!(get(server.addr(), "/").status, 200);
 }
@@ -221,14 +293,14 @@ fn a_plan_the_open_file_limit_cannot_hold_is_refused_with_both_numbers() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("needs 581 file descriptors"), "{stderr}");
+    assert!(stderr.contains("needs 645 file descriptors"), "{stderr}");
     assert!(stderr.contains("open-file limit is 100"), "{stderr}");
     let check = Command::new(binary("cella"))
         .args(["check-config", "--workers", "1", "--slots", "4", "--max-connections", "500"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&check.stdout);
-    assert!(stdout.contains("# file descriptors needed: 581 "), "{stdout}");
+    assert!(stdout.contains("# file descriptors needed: 645 "), "{stdout}");
 }
 
 #[test]

@@ -196,8 +196,8 @@ fn check_config(config: &Config) -> ExitCode {
     }
     println!("# memory plan: {plan}");
     println!(
-        "# file descriptors needed: {} (connections_max + slots x slot_sockets_max + workers + {} \
-         spare; cella raises the soft limit to the hard one and refuses to start below this)",
+        "# file descriptors needed: {} (connections_max + workers x full_table_held_max + slots x \
+         slot_sockets_max + workers + {} spare; cella raises the soft limit to the hard one and refuses to start below this)",
         crate::fds_needed(config, &plan),
         crate::server::FDS_SPARE
     );

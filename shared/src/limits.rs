@@ -38,6 +38,11 @@ pub const CONNECTION_BUFFER_SIZE_MIN: u64 = 1 << 10;
 /// Most outbound sockets one slot may hold at once (the table the runtime closes on cancel).
 pub const SLOT_SOCKETS_MAX: usize = 64;
 
+/// Most accepted connections one worker may hold while the table is full
+/// (`full_table_held_max`): each holds a descriptor beyond `connections_max` while it waits, so
+/// the bound keeps the open-file plan (which counts them) within reach of an ordinary limit.
+pub const FULL_TABLE_HELD_MAX: usize = 4096;
+
 /// Most headers a request may carry whatever the configuration says: the parse array lives on
 /// the worker's stack (32 bytes each).
 pub const HEADERS_COUNT_MAX: usize = 1024;

@@ -38,8 +38,8 @@ impl fmt::Display for StartError {
             StartError::Worker(message) => write!(f, "a worker failed to start: {message}"),
             StartError::FileLimit { needed, limit } => write!(
                 f,
-                "the plan needs {needed} file descriptors (connections_max + slots x \
-                 slot_sockets_max + workers + {FDS_SPARE} spare) but the open-file limit is \
+                "the plan needs {needed} file descriptors (connections_max + workers x \
+                 full_table_held_max + slots x slot_sockets_max + workers + {FDS_SPARE} spare) but the open-file limit is \
                  {limit}: raise it (ulimit -n, systemd LimitNOFILE=) or lower connections_max"
             ),
             StartError::NotRoutingAlloc => f.write_str(

@@ -32,12 +32,15 @@ pub const LISTEN_BACKLOG: i32 = 1024;
 /// and spare descriptor, a plugin's files, the config file, `/proc/self/fd` for stats.
 pub const FDS_SPARE: u64 = 64;
 
-/// How many file descriptors a configuration needs at most: every connection, every slot's
-/// outbound sockets, one listener per worker, and [`FDS_SPARE`].
+/// How many file descriptors a configuration needs at most: every connection, the connections
+/// each worker may hold while the table is full (`full_table_held_max`), every slot's outbound
+/// sockets, one listener per worker, and [`FDS_SPARE`].
 pub fn fds_needed(config: &Config, plan: &MemoryPlan) -> u64 {
-    let connections = config.connections_max as u64;
+    let workers = plan.workers as u64;
+    let held = workers.saturating_mul(config.full_table_held_max as u64);
+    let connections = (config.connections_max as u64).saturating_add(held);
     let outbound = (plan.slots as u64).saturating_mul(config.slot_sockets_max as u64);
-    connections.saturating_add(outbound).saturating_add(plan.workers as u64 + FDS_SPARE)
+    connections.saturating_add(outbound).saturating_add(workers + FDS_SPARE)
 }
 
 /// Raises the soft open-file limit to the hard one and refuses to start when even that cannot

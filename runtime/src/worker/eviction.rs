@@ -13,24 +13,23 @@ use mio::net::TcpStream;
 use super::nudge::Freed;
 use super::Worker;
 
-/// Accepted connections one worker may hold at once while the table is full (the queue is
-/// allocated at startup); past it, the newest gets the 503 at once. How long each may be held
-/// is `full_table_wait_ms` (the asked worker closes its idle connection on its next loop turn:
-/// at once, after the wake); it is checked every loop turn, so at most one sweep later.
-pub(super) const HELD_ACCEPTS_MAX: usize = 64;
-
 impl Worker {
     /// The table is full and nothing of this worker's is idle: asks the worker that reported
     /// the most idle connections to close one, and holds `stream` until an entry frees (or
     /// `full_table_wait_ms` passes: the asked worker had nothing idle after all).
     /// `Err(stream)`: there is no other worker, the wait is 0, or this one holds
-    /// `HELD_ACCEPTS_MAX` already.
+    /// `full_table_held_max` already (the queue is allocated at startup with that capacity, so
+    /// it never grows). How long each may be held is `full_table_wait_ms` (the asked worker
+    /// closes its idle connection on its next loop turn: at once, after the wake); it is
+    /// checked every loop turn, so at most one sweep later.
     pub(super) fn hold_for_room(
         &mut self,
         stream: TcpStream,
         remote: SocketAddr,
     ) -> Result<(), TcpStream> {
-        if self.held_accepts.len() >= HELD_ACCEPTS_MAX || self.settings.full_table_wait.is_zero() {
+        if self.held_accepts.len() >= self.settings.full_table_held_max
+            || self.settings.full_table_wait.is_zero()
+        {
             return Err(stream);
         }
         // The worker that reported the most idle connections at its last sweep; with none

@@ -292,7 +292,7 @@ impl Worker {
             slot_waiters: std::collections::VecDeque::with_capacity(table_len),
             runnable: std::collections::VecDeque::with_capacity(table_len),
             io_waiters: std::collections::VecDeque::with_capacity(table_len),
-            held_accepts: std::collections::VecDeque::with_capacity(eviction::HELD_ACCEPTS_MAX),
+            held_accepts: std::collections::VecDeque::with_capacity(settings.full_table_held_max),
             eviction_cursor: setup.index,
             idle_count: 0,
             bufs: Owned::new(setup.bufs),

@@ -22,6 +22,8 @@ pub(crate) struct Settings {
     pub handler_timeout: Duration,
     pub slot_wait_timeout: Duration,
     pub full_table_wait: Duration,
+    /// Accepted connections this worker may hold while the table is full (`eviction.rs`).
+    pub full_table_held_max: usize,
     pub retry_after_s: u64,
     pub quarantine: bool,
     /// What a released slot's escape check scans (`worker/escapes.rs`).
@@ -67,6 +69,7 @@ impl Settings {
             handler_timeout: ms(config.handler_timeout_ms),
             slot_wait_timeout: ms(config.slot_wait_timeout_ms),
             full_table_wait: ms(config.full_table_wait_ms),
+            full_table_held_max: config.full_table_held_max,
             retry_after_s: config.retry_after_s,
             quarantine: config.quarantine,
             escape_check: config.escape_check,

@@ -184,6 +184,12 @@ config_keys! {
     /// keep-alive connections to make room. Past it: 503 and close. 0: 503 at once when the
     /// accepting worker has nothing idle (other workers' idle connections are not closed).
     full_table_wait_ms: u64 = "100";
+    /// Accepted connections each worker may hold at once while they wait
+    /// (`full_table_wait_ms`) for another worker to close an idle connection; past it, the
+    /// newest gets 503 and is closed at once. 0: never hold (as `full_table_wait_ms` = 0). Each
+    /// held connection holds a file descriptor (counted in the open-file plan: workers × this)
+    /// and the queue, a few tens of bytes each, is allocated at startup. At most 4096.
+    full_table_held_max: usize = "64";
     /// After SIGTERM/SIGINT, how long the instance goes on accepting and serving before it
     /// closes its listener and drains: readiness answers 503 at once and every response carries
     /// `Connection: close`, so a load balancer sees the instance leave before its listener does

@@ -253,3 +253,18 @@ fn access_log_keys_parse_and_bad_values_name_the_key() {
     let error = config.set("access_log", "", "a flag").unwrap_err();
     assert!(error.to_string().starts_with("config key `access_log`: is empty"), "{error}");
 }
+
+#[test]
+fn full_table_held_max_allows_0_to_its_bound_and_refuses_past_it() {
+    let mut config = Config::default();
+    for allowed in [0, limits::FULL_TABLE_HELD_MAX] {
+        config.full_table_held_max = allowed;
+        config.validate(4096).expect("a bound is valid");
+    }
+    config.full_table_held_max = limits::FULL_TABLE_HELD_MAX + 1;
+    let error = config.validate(4096).unwrap_err();
+    assert!(
+        error.to_string().contains("full_table_held_max = 4097 must be at most 4096"),
+        "{error}"
+    );
+}

@@ -165,6 +165,13 @@ impl Config {
         {
             return fail("admin_listen and agent_listen must differ".into());
         }
+        if self.full_table_held_max > limits::FULL_TABLE_HELD_MAX {
+            return fail(format!(
+                "full_table_held_max = {} must be at most {}",
+                self.full_table_held_max,
+                limits::FULL_TABLE_HELD_MAX
+            ));
+        }
         if self.slot_sockets_max > limits::SLOT_SOCKETS_MAX {
             return fail(format!("slot_sockets_max must be at most {}", limits::SLOT_SOCKETS_MAX));
         }
