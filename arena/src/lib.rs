@@ -28,6 +28,7 @@ mod route;
 mod section;
 pub mod state;
 mod sys;
+pub mod text;
 
 pub use arena::{AllocError, Arena, QUARANTINE_FILL_BYTE};
 pub use collections::{ArenaString, ArenaVec};

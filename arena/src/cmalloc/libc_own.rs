@@ -22,91 +22,46 @@
 //! [`export_c_allocator!`]: crate::export_c_allocator
 
 use std::alloc::Layout;
-use std::ffi::{c_int, c_void, CStr};
-use std::ptr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ffi::c_void;
 
 use crate::state::StateHeap;
+use crate::text::{Pick, TextRanges};
 
 /// Most text ranges of libc and its helpers recorded (each object has one or two).
 pub const LIBC_TEXT_RANGES_MAX: usize = 16;
 
-/// `[start, end)` of each recorded executable segment; 0 when the entry is free.
-static TEXT: [(AtomicUsize, AtomicUsize); LIBC_TEXT_RANGES_MAX] =
-    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; LIBC_TEXT_RANGES_MAX];
-/// Entries of `TEXT` in use.
-static TEXT_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// The text of libc and its helpers (`crate::text`).
+static TEXT: TextRanges<LIBC_TEXT_RANGES_MAX> = TextRanges::new();
 
 /// The objects whose allocations are libc's own: libc, the dynamic loader, and the libraries
 /// glibc splits some of its functions into.
 const LIBC_OBJECTS: [&[u8]; 6] =
     [b"libc.so", b"ld-linux", b"libresolv.so", b"libnss_", b"libpthread.so", b"libdl.so"];
 
-fn is_libc_object(path: &[u8]) -> bool {
+fn libc_objects(path: &[u8]) -> Pick {
     let name = path.rsplit(|&byte| byte == b'/').next().unwrap_or(path);
-    LIBC_OBJECTS.iter().any(|prefix| name.starts_with(prefix))
-}
-
-unsafe extern "C" fn record_object(
-    info: *mut libc::dl_phdr_info,
-    _size: usize,
-    _data: *mut c_void,
-) -> c_int {
-    // SAFETY: dl_iterate_phdr(3) passes a valid `dl_phdr_info` for the callback's duration.
-    let info = unsafe { &*info };
-    let name: &[u8] = if info.dlpi_name.is_null() {
-        b""
+    if LIBC_OBJECTS.iter().any(|prefix| name.starts_with(prefix)) {
+        Pick::Record
     } else {
-        // SAFETY: a non-null `dlpi_name` is a NUL-terminated string (dl_iterate_phdr(3)).
-        unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes()
-    };
-    if !is_libc_object(name) || info.dlpi_phdr.is_null() {
-        return 0;
+        Pick::Skip
     }
-    // SAFETY: `dlpi_phdr` points at `dlpi_phnum` program headers (dl_iterate_phdr(3)).
-    let headers = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) };
-    for header in headers {
-        if header.p_type != libc::PT_LOAD || header.p_flags & libc::PF_X == 0 {
-            continue;
-        }
-        let start = info.dlpi_addr as usize + header.p_vaddr as usize;
-        // Relaxed: only the startup thread writes, before any handler runs.
-        let index = TEXT_COUNT.load(Ordering::Relaxed);
-        if index == LIBC_TEXT_RANGES_MAX {
-            return 1;
-        }
-        TEXT[index].1.store(start + header.p_memsz as usize, Ordering::Relaxed);
-        // Release: pairs with the Acquire load in `is_libc`, after `end`.
-        TEXT[index].0.store(start, Ordering::Release);
-        TEXT_COUNT.store(index + 1, Ordering::Release);
-    }
-    0
 }
 
 /// Records the text ranges of libc, the loader and libc's helpers loaded now. Called once at
 /// startup by `resolve_next` (before any handler); a second call does nothing.
 pub fn collect_libc_text() {
-    // Acquire: pairs with the Release store in `record_object`.
-    if TEXT_COUNT.load(Ordering::Acquire) != 0 {
-        return;
-    }
-    // SAFETY: dl_iterate_phdr(3) with a callback that only reads what it is given.
-    unsafe { libc::dl_iterate_phdr(Some(record_object), ptr::null_mut()) };
+    TEXT.record(libc_objects);
 }
 
 /// How many text ranges were recorded (tests, and the startup check).
 pub fn libc_text_ranges() -> usize {
-    TEXT_COUNT.load(Ordering::Acquire)
+    TEXT.len()
 }
 
 /// Whether `caller` (a return address) lies in libc's text.
 #[inline]
 pub(crate) fn is_libc(caller: usize) -> bool {
-    // Acquire: pairs with the Release store in `record_object`.
-    let count = TEXT_COUNT.load(Ordering::Acquire);
-    TEXT[..count].iter().any(|(start, end)| {
-        caller >= start.load(Ordering::Relaxed) && caller < end.load(Ordering::Relaxed)
-    })
+    TEXT.contains(caller)
 }
 
 /// A block of `size` bytes aligned to `align` (a power of two; at least 16 is used) from the

@@ -12,11 +12,11 @@
 //! `handler_timeout_ms`, not one per request.
 
 use std::io;
-use std::ptr;
-use std::sync::atomic::{compiler_fence, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 use std::time::Instant;
 
 use cella_arena::syscall;
+use cella_arena::text::{Pick, TextRanges};
 
 use crate::cancel;
 
@@ -40,10 +40,9 @@ pub const PREEMPT_RETRY_SLOW_NS: u64 = 1_000_000;
 /// Most executable segments of the program recorded as its own text.
 const TEXT_RANGES_MAX: usize = 8;
 
-/// The program's own executable segments `[start, end)` (not those of shared libraries, the
-/// vDSO or plugins), recorded once before the workers start; 0 when unused.
-static TEXT_RANGES: [(AtomicUsize, AtomicUsize); TEXT_RANGES_MAX] =
-    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; TEXT_RANGES_MAX];
+/// The program's own executable segments (not those of shared libraries, the vDSO or plugins),
+/// recorded once before the workers start.
+static OWN_TEXT: TextRanges<TEXT_RANGES_MAX> = TextRanges::new();
 
 thread_local! {
     /// This worker's kernel timer id; -1 when it has none (not a worker).
@@ -54,43 +53,13 @@ thread_local! {
 
 /// Records the program's own text, for [`in_own_text`]. Once, before the workers start.
 pub(super) fn record_own_text() {
-    unsafe extern "C" fn each(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        _data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: dl_iterate_phdr(3) passes a valid dl_phdr_info whose dlpi_phdr array has
-        // dlpi_phnum entries; the main program is the first object and has an empty name.
-        let info = unsafe { &*info };
-        let is_program = info.dlpi_name.is_null() || unsafe { *info.dlpi_name } == 0;
-        if !is_program {
-            return 1; // Only the first object is the program: stop.
-        }
-        let mut recorded = 0;
-        for index in 0..usize::from(info.dlpi_phnum) {
-            // SAFETY: as above, `index < dlpi_phnum`.
-            let header = unsafe { &*info.dlpi_phdr.add(index) };
-            let executable = header.p_type == libc::PT_LOAD && header.p_flags & libc::PF_X != 0;
-            if executable && recorded < TEXT_RANGES_MAX {
-                let start = info.dlpi_addr as usize + header.p_vaddr as usize;
-                // Relaxed: published to the workers by the thread spawn that follows.
-                TEXT_RANGES[recorded].0.store(start, Ordering::Relaxed);
-                TEXT_RANGES[recorded].1.store(start + header.p_memsz as usize, Ordering::Relaxed);
-                recorded += 1;
-            }
-        }
-        1
-    }
-    // SAFETY: dl_iterate_phdr(3) with a callback that only reads what it is given.
-    unsafe { libc::dl_iterate_phdr(Some(each), ptr::null_mut()) };
+    // The program is the first object dl_iterate_phdr(3) reports, with an empty name; only it.
+    OWN_TEXT.record(|name| if name.is_empty() { Pick::RecordAndStop } else { Pick::Stop });
 }
 
-/// Whether `address` is in the program's own text.
+/// Whether `address` is in the program's own text. Async-signal-safe.
 fn in_own_text(address: usize) -> bool {
-    TEXT_RANGES.iter().any(|(start, end)| {
-        let start = start.load(Ordering::Relaxed);
-        start != 0 && address >= start && address < end.load(Ordering::Relaxed)
-    })
+    OWN_TEXT.contains(address)
 }
 
 /// CLOCK_MONOTONIC in ns (the clock `Instant` reads). Async-signal-safe.
