@@ -15,6 +15,9 @@ fn demo_endpoints_behave_as_specified() {
     assert_eq!(get(addr, "/alloc/10").text(), "10240");
     assert_eq!(get(addr, "/alloc/100000").status, 500);
     assert_eq!(get(addr, "/panic").status, 500);
+    let panicked = "the demo app's /panic endpoint; answering 500\n";
+    assert!(server.wait_stderr(panicked), "one line from the panic hook: {}", server.stderr());
+    assert!(server.stderr().contains("cella: handler panicked at runtime/src/demo.rs:"));
     assert_eq!(get(addr, "/overflow").status, 500);
     assert_eq!(get(addr, "/sleep/20").status, 200);
     assert_eq!(get(addr, "/spin/20").status, 200);

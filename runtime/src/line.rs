@@ -1,11 +1,13 @@
 //! One line for stderr, formatted into a fixed buffer on the stack: what a sealed worker writes
-//! when it must say something (a tainted worker, an escape) without allocating. Control bytes
-//! become `?` (a request's path is client bytes), and what does not fit is dropped.
+//! when it must say something (a tainted worker, an escape, a handler's panic) without
+//! allocating. Control bytes become `?` (a request's path and a panic message are client
+//! bytes), and what does not fit is dropped.
 
 use std::fmt::Write;
 
-/// Longest line, newline included.
-pub(crate) const LINE_BYTES_MAX: usize = 400;
+/// Longest line, newline included: room for a handler panic's location (a path under Cargo's
+/// registry can take 150 bytes) and the part of its message `panic_hook.rs` keeps.
+pub(crate) const LINE_BYTES_MAX: usize = 512;
 /// Longest part of a request's path that is written (client bytes).
 const PATH_BYTES_MAX: usize = 120;
 
@@ -22,11 +24,17 @@ impl Line {
 
     /// Writes `METHOD PATH`, the path cut to [`PATH_BYTES_MAX`] bytes on a character boundary.
     pub(crate) fn request(&mut self, method: &str, path: &str) {
-        let mut cut = path.len().min(PATH_BYTES_MAX);
-        while !path.is_char_boundary(cut) {
+        let _ = write!(self, "{method} ");
+        self.push_clipped(path, PATH_BYTES_MAX);
+    }
+
+    /// Appends at most `bytes_max` bytes of `text`, cut on a character boundary.
+    pub(crate) fn push_clipped(&mut self, text: &str, bytes_max: usize) {
+        let mut cut = text.len().min(bytes_max);
+        while !text.is_char_boundary(cut) {
             cut -= 1;
         }
-        let _ = write!(self, "{method} {}", &path[..cut]);
+        let _ = self.write_str(&text[..cut]);
     }
 
     /// Appends one byte (a control byte becomes `?`), if it fits.
@@ -69,5 +77,8 @@ mod tests {
         let text = line.finish();
         assert_eq!(text.len(), "GET ".len() + 120 + 1, "the path is cut to 120 bytes");
         assert_eq!(text.last(), Some(&b'\n'));
+        let mut line = Line::new();
+        line.push_clipped(&"x".repeat(2 * LINE_BYTES_MAX), usize::MAX);
+        assert_eq!(line.finish().len(), LINE_BYTES_MAX, "cut to the buffer, newline kept");
     }
 }
