@@ -35,6 +35,7 @@ mod nudge;
 mod observe;
 mod probes;
 mod read;
+mod request_text;
 mod respond;
 mod settings;
 mod slots;

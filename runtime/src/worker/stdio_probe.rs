@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
 
+use super::request_text::RequestText;
 use super::Shared;
 use crate::line::Line;
 
@@ -21,9 +22,6 @@ use crate::line::Line;
 /// tainted. A print by another request holds the lock only while it writes; one second is far
 /// more than a write to a terminal, a pipe or a file that is being read takes.
 pub(crate) const STDIO_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Bytes of the asking worker's cancelled request kept for the escalation line.
-const REQUEST_BYTES_MAX: usize = 120;
 
 /// What the workers, the probe thread and the watchdog share.
 pub(crate) struct StdioProbe {
@@ -36,8 +34,7 @@ pub(crate) struct StdioProbe {
     stage: AtomicU8,
     /// The worker that asked last, and "METHOD path" of the request it had cancelled.
     worker: AtomicUsize,
-    request: [AtomicU8; REQUEST_BYTES_MAX],
-    request_len: AtomicUsize,
+    request: RequestText,
     thread: OnceLock<Thread>,
 }
 
@@ -49,20 +46,18 @@ impl StdioProbe {
             asked_at_ns: AtomicU64::new(0),
             stage: AtomicU8::new(0),
             worker: AtomicUsize::new(0),
-            request: [const { AtomicU8::new(0) }; REQUEST_BYTES_MAX],
-            request_len: AtomicUsize::new(0),
+            request: RequestText::new(),
             thread: OnceLock::new(),
         }
     }
 
-    /// Asks for a probe (worker `worker` just cancelled `request` hard). Never blocks: a counter
-    /// and an unpark (a futex wake).
-    pub(super) fn ask(&self, worker: usize, request: &[u8]) {
-        let len = request.len().min(REQUEST_BYTES_MAX);
-        for (cell, &byte) in self.request.iter().zip(&request[..len]) {
-            cell.store(byte, Ordering::Relaxed);
+    /// Asks for a probe (worker `worker` just cancelled a request hard: its method and path, if
+    /// it had got that far). Never blocks: a counter and an unpark (a futex wake).
+    pub(super) fn ask(&self, worker: usize, request: Option<(&str, &str)>) {
+        match request {
+            Some((method, path)) => self.request.set(method, path),
+            None => self.request.clear(),
         }
-        self.request_len.store(len, Ordering::Relaxed);
         self.worker.store(worker, Ordering::Relaxed);
         if self.asked.load(Ordering::Acquire) == self.answered.load(Ordering::Acquire) {
             self.asked_at_ns.store(crate::sys::monotonic_ns(), Ordering::Relaxed);
@@ -95,9 +90,7 @@ impl StdioProbe {
             STDIO_PROBE_TIMEOUT.as_millis()
         );
         let _ = line.write_str("; last request cancelled: ");
-        for cell in &self.request[..self.request_len.load(Ordering::Relaxed)] {
-            line.push_byte(cell.load(Ordering::Relaxed));
-        }
+        self.request.write_to(&mut line);
         Some(line)
     }
 }

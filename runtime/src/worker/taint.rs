@@ -47,14 +47,11 @@ impl Worker {
         }
         // stdout's and stderr's locks: checked by the probe thread, never by this worker (the
         // lock is reentrant, and another worker's abandoned request would block it for ever).
-        let mut request = Line::new();
-        if let Some(raw) = self.slots[slot_index].request {
-            // SAFETY: as in `escalate`: the caller still holds the slot and its request.
-            let request_ref = unsafe { raw.to_request() };
-            request.request(request_ref.method().as_str(), request_ref.path());
-        }
-        let text = request.finish();
-        self.shared.stdio_probe.ask(self.index, &text[..text.len() - 1]);
+        // SAFETY: as in `escalate`: the caller still holds the slot and its request.
+        let request = self.slots[slot_index].request.map(|raw| unsafe { raw.to_request() });
+        let method_path =
+            request.as_ref().map(|request| (request.method().as_str(), request.path()));
+        self.shared.stdio_probe.ask(self.index, method_path);
     }
 
     /// Escalates: one line naming the worker, `cause` and `request` (`what` says which: the

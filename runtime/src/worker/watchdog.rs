@@ -15,10 +15,11 @@
 
 use std::cell::Cell;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::request_text::RequestText;
 use super::taint;
 use super::Shared;
 use crate::line::Line;
@@ -27,9 +28,6 @@ use crate::slot_request::RawRequest;
 /// How often the watchdog thread looks at the workers and the stdio probe (at most).
 const STDIO_PROBE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Bytes of the stuck request's "METHOD path" kept for the escalation line.
-const REQUEST_BYTES_MAX: usize = 120;
-
 /// What a worker publishes to the watchdog.
 pub(crate) struct Watch {
     /// Bumped by its worker at every loop turn and handler resume (only it writes).
@@ -37,18 +35,12 @@ pub(crate) struct Watch {
     /// The worker waits in epoll, or has ended: not stuck, whatever the beat.
     idle: AtomicBool,
     /// "METHOD path" of the request running past its deadline (see the module documentation).
-    request: [AtomicU8; REQUEST_BYTES_MAX],
-    request_len: AtomicUsize,
+    request: RequestText,
 }
 
 impl Watch {
     pub(crate) fn new() -> Watch {
-        Watch {
-            beat: AtomicU64::new(0),
-            idle: AtomicBool::new(true),
-            request: [const { AtomicU8::new(0) }; REQUEST_BYTES_MAX],
-            request_len: AtomicUsize::new(0),
-        }
+        Watch { beat: AtomicU64::new(0), idle: AtomicBool::new(true), request: RequestText::new() }
     }
 
     /// The worker made progress. Relaxed: a single writer, and the watchdog only compares.
@@ -61,27 +53,6 @@ impl Watch {
     #[inline]
     pub(super) fn set_idle(&self, idle: bool) {
         self.idle.store(idle, Ordering::Relaxed);
-    }
-
-    fn note_request(&self, text: &[u8]) {
-        let len = text.len().min(REQUEST_BYTES_MAX);
-        for (cell, &byte) in self.request.iter().zip(&text[..len]) {
-            cell.store(byte, Ordering::Relaxed);
-        }
-        // Release: pairs with the Acquire load in `write_request`.
-        self.request_len.store(len, Ordering::Release);
-    }
-
-    fn write_request(&self, line: &mut Line) {
-        // Acquire: pairs with the Release store in `note_request`.
-        let len = self.request_len.load(Ordering::Acquire);
-        if len == 0 {
-            return;
-        }
-        let _ = line.write_str("; request running: ");
-        for cell in &self.request[..len] {
-            line.push_byte(cell.load(Ordering::Relaxed));
-        }
     }
 }
 
@@ -104,8 +75,8 @@ pub(super) fn adopt(watch: &Watch) {
 #[inline]
 pub(super) fn running(watch: &Watch, request: &Option<RawRequest>) {
     RUNNING.with(|running| running.set(request));
-    // Relaxed: only this thread's signal handler writes it again, after this.
-    watch.request_len.store(0, Ordering::Relaxed);
+    // Only this thread's signal handler sets it again, after this.
+    watch.request.clear();
 }
 
 /// The handler gave control back: no pointer into its arena stays here (the escape check
@@ -129,10 +100,7 @@ fn note_overdue() {
     };
     // SAFETY: as above.
     let request = unsafe { raw.to_request() };
-    let mut text = Line::new();
-    text.request(request.method().as_str(), request.path());
-    let text = text.finish();
-    watch.note_request(&text[..text.len() - 1]);
+    watch.request.set(request.method().as_str(), request.path());
 }
 
 /// Starts the watchdog thread for `shared`'s workers (before the workers seal themselves).
@@ -166,9 +134,10 @@ fn escalate_stuck(shared: &Shared, index: usize, stalled: Duration) {
     let mut line = Line::new();
     let _ = write!(line, "cella: fatal: worker {index} is tainted: ");
     let _ = write!(line, "its event loop has not turned for {} ms", stalled.as_millis());
-    if watch.request_len.load(Ordering::Acquire) > 0 {
+    if watch.request.is_set() {
         let _ = line.write_str(": a handler is blocked past its deadline where preemption cannot cut it off (a system call, a C library, a lock)");
+        let _ = line.write_str("; request running: ");
+        watch.request.write_to(&mut line);
     }
-    watch.write_request(&mut line);
     taint::exit_escalated(shared, &mut line);
 }
