@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use cella_shared::config::AccessLogFormat;
 
+use crate::http::encode::{self, Full, Sink};
+
 pub(crate) use cella_shared::limits::ACCESS_LOG_LINE_BYTES_MAX as LINE_BYTES_MAX;
 
 /// Most output bytes of the request line (`combined`) or the path (`json`), escapes included.
@@ -187,6 +189,14 @@ struct Line<'a> {
     len: usize,
 }
 
+/// For `encode::put_decimal`: a write past the buffer is dropped like any other, not refused.
+impl Sink for Line<'_> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Full> {
+        Line::put(self, bytes);
+        Ok(())
+    }
+}
+
 impl Line<'_> {
     fn put(&mut self, bytes: &[u8]) {
         let room = LINE_BYTES_MAX - 1 - self.len; // The newline always fits.
@@ -214,18 +224,8 @@ impl Line<'_> {
     }
 
     fn put_number(&mut self, value: u64) {
-        let mut digits = [0u8; 20];
-        let mut start = digits.len();
-        let mut rest = value;
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        self.put(&digits[start..]);
+        // Never `Full`: this sink cuts instead (see `Sink for Line`).
+        let _ = encode::put_decimal(self, value);
     }
 
     /// Zero-padded to `width` digits.
