@@ -4,8 +4,6 @@
 
 use std::ffi::c_void;
 
-use super::calls;
-
 macro_rules! entries {
     ($( $name:ident => $target:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty ;)*) => {$(
         /// The entry's target (see the module documentation).
@@ -14,7 +12,7 @@ macro_rules! entries {
         /// As the C function; `caller` is the C call's return address.
         pub unsafe extern "C" fn $name($($arg: $ty,)* caller: usize) -> $ret {
             // SAFETY: our contract is the function's.
-            unsafe { calls::$target($($arg,)* caller) }
+            unsafe { super::$target($($arg,)* caller) }
         }
     )*};
 }

@@ -10,8 +10,10 @@
 //! inside handlers and on sealed threads (`libc_own.rs`), so libc's lazy state never lands in
 //! an arena and never reaches the system allocator after the seal. Blocks are freed by
 //! address (state heap, arena, next allocator), whoever frees them. Files: `mod.rs` (the next
-//! allocator, arena blocks, deferred frees), `calls.rs` (the malloc-family functions),
-//! `libc_own.rs` (libc's text ranges and state blocks), `export.rs` (the naked entries).
+//! allocator, arena blocks, deferred frees), `calls.rs` (where a new block goes; `malloc`,
+//! `calloc`, `free`), `resize.rs` (`realloc`, `reallocarray`, `malloc_usable_size`),
+//! `aligned.rs` (`memalign`, `valloc`, `pvalloc`, `posix_memalign`), `libc_own.rs` (libc's text
+//! ranges and state blocks), `export.rs` (the naked entries).
 //!
 //! A binary opts in with [`export_c_allocator!`](crate::export_c_allocator), which defines the
 //! C symbols, and must export them dynamically (`-Wl,--export-dynamic-symbol=malloc,...`, as
@@ -107,12 +109,16 @@ macro_rules! next {
 }
 
 // After `next!`, which they use.
+mod aligned;
 mod calls;
 pub mod entries;
 mod libc_own;
+mod resize;
 
+pub use aligned::*;
 pub use calls::*;
 pub use libc_own::{collect_libc_text, libc_text_ranges, LIBC_TEXT_RANGES_MAX};
+pub use resize::*;
 
 /// Sets the calling thread's `errno` (malloc(3): failures set `ENOMEM`, bad alignments
 /// `EINVAL`) and returns NULL.

@@ -1,13 +1,14 @@
+use super::hooks::is_open;
 use super::*;
 
-/// Enters a table for the test's duration.
-struct Entered<'a>(&'a FdTable);
+/// Enters a table for the test's duration (and borrows it as long).
+struct Entered<'a>(std::marker::PhantomData<&'a FdTable>);
 
 impl<'a> Entered<'a> {
     fn new(table: &'a FdTable) -> Entered<'a> {
         // SAFETY: the table outlives the guard, whose drop calls `leave`.
         unsafe { enter(table) };
-        Entered(table)
+        Entered(std::marker::PhantomData)
     }
 }
 
@@ -31,6 +32,7 @@ fn descriptors_opened_while_entered_are_recorded_and_closed_ones_forgotten() {
         let closed = dev_null();
         // SAFETY: our own descriptor.
         assert_eq!(unsafe { hooks::close(closed) }, 0);
+        assert_eq!(crate::runtime_depth(), 0, "every hook's section has ended");
         kept
     };
     assert!(fd >= 0);
