@@ -115,15 +115,7 @@ fn a_full_connection_table_with_nothing_idle_turns_new_connections_away_politely
 
 #[test]
 fn with_two_workers_a_full_table_with_nothing_idle_holds_a_new_connection_for_the_wait_then_503() {
-    let server = ServerProcess::start(&[
-        "--workers",
-        "2",
-        "--max-connections",
-        "2",
-        "--set",
-        "full_table_wait_ms=300",
-    ]);
-    let mut held = requests_in_flight(server.addr(), 2);
+    let (server, mut held) = two_workers_with_a_busy_table_of_2(&["full_table_wait_ms=300"]);
     // Whichever worker accepts it, another worker is asked to close an idle connection and has
     // none: the new connection is held for `full_table_wait_ms` and then turned away.
     let started = Instant::now();
@@ -145,18 +137,9 @@ fn with_two_workers_a_full_table_with_nothing_idle_holds_a_new_connection_for_th
 fn each_worker_holds_full_table_held_max_connections_and_turns_the_next_away_at_once() {
     // Nothing can be evicted, and the wait outlasts the test: a held connection is answered
     // only once room frees.
-    let server = ServerProcess::start(&[
-        "--workers",
-        "2",
-        "--max-connections",
-        "2",
-        "--set",
-        "full_table_wait_ms=10000",
-        "--set",
-        "full_table_held_max=2",
-    ]);
+    let (server, busy) =
+        two_workers_with_a_busy_table_of_2(&["full_table_wait_ms=10000", "full_table_held_max=2"]);
     let addr = server.addr();
-    let busy = requests_in_flight(addr, 2);
     // Five more: however the kernel spreads them, one worker gets at least three, holds two and
     // turns the rest away at once; so 1 to 3 are turned away (503), 2 to 4 held (no answer).
     let extra: Vec<Client> = (0..5).map(|_| Client::connect(addr)).collect();
@@ -194,21 +177,24 @@ fn has_an_answer(client: &Client) -> bool {
 
 #[test]
 fn with_full_table_held_max_0_a_new_connection_is_turned_away_at_once() {
-    let server = ServerProcess::start(&[
-        "--workers",
-        "2",
-        "--max-connections",
-        "2",
-        "--set",
-        "full_table_wait_ms=10000",
-        "--set",
-        "full_table_held_max=0",
-    ]);
-    let _busy = requests_in_flight(server.addr(), 2);
+    let (server, _busy) =
+        two_workers_with_a_busy_table_of_2(&["full_table_wait_ms=10000", "full_table_held_max=0"]);
     let started = Instant::now();
     let mut extra = Client::connect(server.addr());
     assert_eq!(extra.response().status, 503);
     assert!(started.elapsed() < Duration::from_secs(5), "not held for the 10 s wait");
+}
+
+/// A server with 2 workers, a connection table of 2 and each `settings` (`key=value`), whose
+/// table is full of requests in flight (see [`requests_in_flight`]): nothing can be evicted.
+fn two_workers_with_a_busy_table_of_2(settings: &[&str]) -> (ServerProcess, Vec<Client>) {
+    let mut args = vec!["--workers", "2", "--max-connections", "2"];
+    for setting in settings {
+        args.extend_from_slice(&["--set", setting]);
+    }
+    let server = ServerProcess::start(&args);
+    let busy = requests_in_flight(server.addr(), 2);
+    (server, busy)
 }
 
 /// `count` connections, each with a request answered and half of the next one sent in the same
