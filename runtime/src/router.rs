@@ -165,7 +165,7 @@ impl Router {
         // The most specific prefix wins; between equals, the first nested.
         let mut best: Option<(usize, Params<'a>, &'a dyn Handler)> = None;
         for scoped in &self.scoped_fallbacks {
-            let Some(params) = match_segments(&scoped.prefix, request.path, Match::Prefix) else {
+            let Some(params) = captured(&scoped.prefix, request.path, Match::Prefix) else {
                 continue;
             };
             if best.as_ref().map_or(true, |(depth, _, _)| scoped.prefix.len() > *depth) {
@@ -189,27 +189,40 @@ enum Match {
     Prefix,
 }
 
-fn match_segments<'a>(segments: &'a [Segment], path: &'a str, how: Match) -> Option<Params<'a>> {
-    let mut params = Params::default();
+/// Whether `path` matches `segments`; each parameter captured on the way goes to `capture`
+/// (a route that captures nothing passes a no-op: no `Params` is built or copied for it, which
+/// is the common case on the request path).
+fn match_segments<'a>(
+    segments: &'a [Segment],
+    path: &'a str,
+    how: Match,
+    mut capture: impl FnMut(&'a str, &'a str),
+) -> bool {
     let mut rest = path.trim_start_matches('/');
     for segment in segments {
         if let Segment::Rest = segment {
-            params.push("*", rest);
-            return Some(params);
+            capture("*", rest);
+            return true;
         }
         let (part, tail) = rest.split_once('/').unwrap_or((rest, ""));
         match segment {
             Segment::Literal(literal) if literal == part => {}
-            Segment::Param(name) if !part.is_empty() => params.push(name, part),
-            _ => return None,
+            Segment::Param(name) if !part.is_empty() => capture(name, part),
+            _ => return false,
         }
         rest = tail;
     }
-    (how == Match::Prefix || rest.is_empty()).then_some(params)
+    how == Match::Prefix || rest.is_empty()
 }
 
-fn match_path<'a>(segments: &'a [Segment], path: &'a str) -> Option<Params<'a>> {
-    match_segments(segments, path, Match::Whole)
+/// The parameters `path` captures under `segments`, if it matches.
+fn captured<'a>(segments: &'a [Segment], path: &'a str, how: Match) -> Option<Params<'a>> {
+    let mut params = Params::default();
+    match_segments(segments, path, how, |name, value| params.push(name, value)).then_some(params)
+}
+
+fn path_matches(segments: &[Segment], path: &str) -> bool {
+    match_segments(segments, path, Match::Whole, |_, _| {})
 }
 
 impl Handler for Router {
@@ -222,17 +235,18 @@ impl Handler for Router {
             if !method_matches {
                 continue;
             }
-            if let Some(params) = match_path(&route.segments, request.path) {
-                if !route.captures {
+            if !route.captures {
+                if path_matches(&route.segments, request.path) {
                     return route.handler.handle(request);
                 }
+            } else if let Some(params) = captured(&route.segments, request.path, Match::Whole) {
                 let routed = Request { params, ..request.clone() };
                 return route.handler.handle(&routed);
             }
         }
         let mut allowed: Vec<&Method> = Vec::new();
         for route in &self.routes {
-            if match_path(&route.segments, request.path).is_none() {
+            if !path_matches(&route.segments, request.path) {
                 continue;
             }
             if !allowed.contains(&&route.method) {
@@ -282,13 +296,19 @@ mod tests {
     #[test]
     fn params_and_wildcards() {
         let s = segments("/users/{id}/posts");
-        assert_eq!(match_path(&s, "/users/42/posts").unwrap().get("id"), Some("42"));
-        assert!(match_path(&s, "/users//posts").is_none());
-        assert!(match_path(&s, "/users/42").is_none());
+        assert_eq!(captured(&s, "/users/42/posts", Match::Whole).unwrap().get("id"), Some("42"));
+        assert!(captured(&s, "/users//posts", Match::Whole).is_none());
+        assert!(captured(&s, "/users/42", Match::Whole).is_none());
         let s = segments("/static/*");
-        assert_eq!(match_path(&s, "/static/a/b.css").unwrap().get("*"), Some("a/b.css"));
-        assert_eq!(match_path(&s, "/static").unwrap().get("*"), Some(""));
-        assert!(match_path(&segments("/"), "/").is_some());
+        assert_eq!(
+            captured(&s, "/static/a/b.css", Match::Whole).unwrap().get("*"),
+            Some("a/b.css")
+        );
+        assert_eq!(captured(&s, "/static", Match::Whole).unwrap().get("*"), Some(""));
+        assert!(captured(&segments("/"), "/", Match::Whole).is_some());
+        let plain = segments("/a/b");
+        assert!(path_matches(&plain, "/a/b") && !path_matches(&plain, "/a/b/c"));
+        assert!(!path_matches(&plain, "/a") && !path_matches(&s, "/other/x"));
     }
 
     use std::sync::atomic::{AtomicUsize, Ordering};

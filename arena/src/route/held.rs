@@ -36,6 +36,7 @@ pub unsafe fn register_held(held: HeldLock) -> Result<Option<usize>, ()> {
     for (index, entry) in route.held.iter().enumerate() {
         if entry.get().is_none() {
             entry.set(Some(held));
+            route.held_touched.set(true);
             return Ok(Some(index));
         }
     }

@@ -65,6 +65,9 @@ pub struct Route {
     /// [`Route::end_request`] if it still holds them when it ends (a hard cancel runs no
     /// destructor).
     held: [Cell<Option<HeldLock>>; HELD_LOCKS_MAX],
+    /// Whether `held` was written since the last [`Route::end_request`]: a request that took no
+    /// `cella::sync` lock (most) skips the scan.
+    held_touched: Cell<bool>,
 }
 
 impl Route {
@@ -77,6 +80,7 @@ impl Route {
             fail_countdown: Cell::new(0),
             placement: Placement::new(),
             held: [const { Cell::new(None) }; HELD_LOCKS_MAX],
+            held_touched: Cell::new(false),
         }
     }
 
@@ -84,6 +88,15 @@ impl Route {
     /// lock it still holds and resets its placement. Call it before the arena is wiped (a lock
     /// may live in the arena or on the abandoned stack).
     pub fn end_request(&self) {
+        if self.held_touched.replace(false) {
+            self.release_held();
+        }
+        self.placement.reset();
+    }
+
+    /// Releases and poisons every lock still registered in `held`.
+    #[cold]
+    fn release_held(&self) {
         for entry in &self.held {
             if let Some(held) = entry.take() {
                 // SAFETY: `register_held`'s contract: the lock outlives its registration, and
@@ -91,7 +104,6 @@ impl Route {
                 unsafe { (held.release_poisoned)(held.lock, held.token) };
             }
         }
-        self.placement.reset();
     }
 }
 

@@ -10,16 +10,11 @@ use std::sync::atomic::Ordering;
 
 use super::Worker;
 use crate::escape::{self, EscapeCheck, Range};
-use crate::slot_request::RawRequest;
 
 impl Worker {
     /// Scans for words pointing into the part of `slot_index`'s arena its request (`request`)
     /// used; when there are any, reports them and retires the slot. Whether it retired it.
-    pub(super) fn retire_if_escaped(
-        &mut self,
-        slot_index: usize,
-        request: Option<RawRequest>,
-    ) -> bool {
+    pub(super) fn retire_if_escaped(&mut self, slot_index: usize) -> bool {
         if self.settings.escape_check == EscapeCheck::Off {
             return false;
         }
@@ -35,6 +30,7 @@ impl Worker {
         if findings.count == 0 {
             return false;
         }
+        let request = self.slots[slot_index].request.take();
         // SAFETY: the request's memory is the slot's arena, not wiped (and now never will be).
         let named = request.map(|raw| unsafe { raw.to_request() });
         let names = named.as_ref().map(|request| (request.method().as_str(), request.path()));

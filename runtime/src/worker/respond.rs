@@ -179,7 +179,7 @@ impl Worker {
         let slot = &mut self.slots[slot_index];
         if in_buffer {
             // Everything is copied: the slot is free for the next request at once.
-            drop(response);
+            slot.drop_in_route(response);
             self.conns[index].slot = None;
             self.release_slot(slot_index);
         } else {
