@@ -32,6 +32,22 @@ fn demo_endpoints_behave_as_specified() {
 }
 
 #[test]
+fn a_handlers_content_type_replaces_the_constructors_and_is_sent_once() {
+    let mut args = vec!["serve"];
+    args.extend_from_slice(cella_tests::SMALL);
+    let server = ServerProcess::start_binary("testapp", &args, &[]);
+    let mut raw = Client::connect(server.addr());
+    raw.send(b"GET /retyped HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut raw.stream, &mut bytes).unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    let head = text.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    assert_eq!(head.matches("content-type:").count(), 1, "{text}");
+    assert!(head.contains("\r\ncontent-type: text/html\r\nx-extra: 1"), "{text}");
+    assert!(text.ends_with("\r\n\r\n<p>hi</p>"), "{text}");
+}
+
+#[test]
 fn keep_alive_serves_many_requests_on_one_connection() {
     let server = ServerProcess::start(&[]);
     let mut client = Client::connect(server.addr());

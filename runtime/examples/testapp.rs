@@ -108,6 +108,15 @@ fn app() -> cella::Router {
                 }),
             )
             .get(
+                "/retyped",
+                handler_fn(|_| {
+                    // A handler's own content type replaces the one `Response::text` set.
+                    Response::text("<p>hi</p>")
+                        .header("Content-Type", "text/html")
+                        .header("x-extra", "1")
+                }),
+            )
+            .get(
                 "/drops",
                 handler_fn(|_| Response::text(DROPS.load(Ordering::Relaxed).to_string())),
             )

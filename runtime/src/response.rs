@@ -86,31 +86,41 @@ impl From<String> for Body<'_> {
 #[derive(Debug, Clone)]
 pub struct Response<'a> {
     pub(crate) status: StatusCode,
+    /// The content type [`Response::text`], [`Response::json`] and [`Response::bytes`] set: one
+    /// of their constants, a valid field value, so the runtime writes it without checking it
+    /// and without an allocation (most responses carry no other header).
+    pub(crate) content_type: Option<&'static str>,
+    /// The headers added with [`Response::header`] (checked when the response is sent).
     pub(crate) headers: Vec<(Text<'a>, Text<'a>)>,
     pub(crate) body: Body<'a>,
 }
 
 impl<'a> Response<'a> {
-    /// Room for this many headers is made at once (one arena allocation, no growth).
+    /// Room for this many headers is made at the first [`Response::header`] (one arena
+    /// allocation, no growth); a response without one allocates nothing for headers.
     const HEADERS_USUAL: usize = 4;
 
     pub fn new(status: StatusCode) -> Self {
-        Response { status, headers: Vec::with_capacity(Self::HEADERS_USUAL), body: Body::Empty }
+        Response { status, content_type: None, headers: Vec::new(), body: Body::Empty }
     }
 
     /// 200 with a `text/plain; charset=utf-8` body.
     pub fn text(body: impl Into<Body<'a>>) -> Self {
-        Self::new(StatusCode::OK).header("content-type", "text/plain; charset=utf-8").body(body)
+        Self::typed("text/plain; charset=utf-8").body(body)
     }
 
     /// 200 with an `application/json` body.
     pub fn json(body: impl Into<Body<'a>>) -> Self {
-        Self::new(StatusCode::OK).header("content-type", "application/json").body(body)
+        Self::typed("application/json").body(body)
     }
 
     /// 200 with an `application/octet-stream` body.
     pub fn bytes(body: impl Into<Body<'a>>) -> Self {
-        Self::new(StatusCode::OK).header("content-type", "application/octet-stream").body(body)
+        Self::typed("application/octet-stream").body(body)
+    }
+
+    fn typed(content_type: &'static str) -> Self {
+        Response { content_type: Some(content_type), ..Self::new(StatusCode::OK) }
     }
 
     pub fn with_status(mut self, status: StatusCode) -> Self {
@@ -121,8 +131,17 @@ impl<'a> Response<'a> {
     /// Adds a header, sent as given. Content-Length, Transfer-Encoding and Date are the
     /// runtime's and are dropped; a name that is not a token or a value with CR/LF turns the
     /// response into a 500 (no header injection).
+    /// A `content-type` added here replaces the one [`Response::text`], [`Response::json`] or
+    /// [`Response::bytes`] set.
     pub fn header(mut self, name: impl Into<Text<'a>>, value: impl Into<Text<'a>>) -> Self {
-        self.headers.push((name.into(), value.into()));
+        let name = name.into();
+        if name.as_str().eq_ignore_ascii_case("content-type") {
+            self.content_type = None;
+        }
+        if self.headers.capacity() == 0 {
+            self.headers.reserve_exact(Self::HEADERS_USUAL);
+        }
+        self.headers.push((name, value.into()));
         self
     }
 
@@ -135,11 +154,49 @@ impl<'a> Response<'a> {
         self.status
     }
 
+    /// Every header of the response as the handler built it: the content type its
+    /// constructor set, then those added with [`Response::header`].
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        let typed = self.content_type.map(|content_type| ("content-type", content_type));
+        typed.into_iter().chain(self.added_headers())
+    }
+
+    /// The headers added with [`Response::header`] (what the runtime must check before sending).
+    pub(crate) fn added_headers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.headers.iter().map(|(name, value)| (name.as_str(), value.as_str()))
     }
 
     pub fn body_bytes(&self) -> &[u8] {
         self.body.as_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers<'r>(response: &'r Response<'_>) -> Vec<(&'r str, &'r str)> {
+        response.headers().collect()
+    }
+
+    #[test]
+    fn the_constructors_content_type_is_listed_first_and_allocates_nothing() {
+        let response = Response::json("{}");
+        assert_eq!(headers(&response), [("content-type", "application/json")]);
+        assert_eq!(response.headers.capacity(), 0, "no header added, nothing allocated");
+        let plain = Response::new(StatusCode::NO_CONTENT);
+        assert_eq!(headers(&plain), []);
+    }
+
+    #[test]
+    fn an_added_content_type_replaces_the_constructors_and_others_keep_their_order() {
+        let response = Response::text("x").header("x-a", "1").header("Content-Type", "text/html");
+        assert_eq!(headers(&response), [("x-a", "1"), ("Content-Type", "text/html")]);
+        let response = Response::bytes("x").header("x-a", "1");
+        assert_eq!(
+            headers(&response),
+            [("content-type", "application/octet-stream"), ("x-a", "1")]
+        );
+        assert_eq!(response.added_headers().collect::<Vec<_>>(), [("x-a", "1")]);
     }
 }

@@ -111,10 +111,11 @@ impl Worker {
         self.borrow_io_buffers(index);
         // An interim (1xx) status cannot end a request; `101` would leave the client thinking
         // the connection changed protocol while we go on speaking HTTP.
-        // One pass over the headers: each is valid, and whether one says `connection: close`.
+        // One pass over the headers: each is valid, and whether one says `connection: close`
+        // (the content type set by `Response::text` and its kin is a valid constant).
         let mut close = false;
         let valid = !response.status().is_informational()
-            && response.headers().all(|(name, value)| {
+            && response.added_headers().all(|(name, value)| {
                 close |=
                     name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close");
                 encode::header_allowed(name, value.as_bytes())
@@ -194,7 +195,10 @@ fn put_head(
     response: &Response<'_>,
 ) -> Result<(), encode::Full> {
     encode::put_frame(sink, frame)?;
-    for (name, value) in response.headers() {
+    if let Some(content_type) = response.content_type {
+        encode::put_header(sink, "content-type", content_type.as_bytes())?;
+    }
+    for (name, value) in response.added_headers() {
         if !encode::header_owned_by_runtime(name) {
             encode::put_header(sink, name, value.as_bytes())?;
         }
