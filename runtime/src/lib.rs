@@ -54,6 +54,7 @@ pub mod sync;
 mod sys;
 mod systemd;
 pub mod testing;
+mod tick;
 mod worker;
 
 pub use cella_arena::{

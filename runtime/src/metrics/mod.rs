@@ -14,7 +14,6 @@
 //! Must not import the worker's internals beyond its statistics, nor the server module.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use crate::http::ErrorKind;
 use crate::worker::WorkerStats;
@@ -203,14 +202,14 @@ impl Default for WorkerMetrics {
 
 impl WorkerMetrics {
     /// A response with `status` was queued `elapsed` after its request began.
-    pub(crate) fn record_response(&self, status: u16, elapsed: Duration) {
+    /// An answer with `status`, `elapsed_ns` after its request's bytes were first parsed.
+    pub(crate) fn record_response(&self, status: u16, elapsed_ns: u64) {
         let counter = match CODES.iter().position(|&code| code == status) {
             Some(index) => index,
             None => CODES.len() + usize::from(status / 100).clamp(1, 5) - 1,
         };
         add(&self.responses[counter], 1);
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.duration_us.observe(micros);
+        self.duration_us.observe(elapsed_ns / 1_000);
     }
 
     pub(crate) fn reject(&self, reason: Reason) {

@@ -8,8 +8,8 @@
 //!   program's own text for it.
 //! - `start_preempt_timer()` / `stop_preempt_timer()`: the calling worker thread's preemption
 //!   timer; `cover_preempt_deadline(ns)` makes it fire at or before a running handler's
-//!   deadline, after which `cancel::on_preempt_signal` decides (`MonotonicClock` converts an
-//!   `Instant` to the timer's clock).
+//!   deadline, after which `cancel::on_preempt_signal` decides (the workers keep time as
+//!   `crate::tick::Tick`, the timer's own clock in ns).
 //! - `set_signal_stack(span)`: makes `span` this thread's alternate signal stack;
 //!   `swap_signal_stack(span)` does too and returns the previous one, which
 //!   `restore_signal_stack(previous)` puts back.
@@ -46,9 +46,7 @@ pub use linux_x86_64::*;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod preempt;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-pub use preempt::{
-    cover_preempt_deadline, monotonic_ns, start_preempt_timer, stop_preempt_timer, MonotonicClock,
-};
+pub use preempt::{cover_preempt_deadline, monotonic_ns, start_preempt_timer, stop_preempt_timer};
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 compile_error!("cella supports Linux on x86_64 only (see runtime/src/sys/mod.rs for the contract a new backend must meet)");

@@ -13,7 +13,6 @@
 
 use std::io;
 use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
-use std::time::Instant;
 
 use cella_arena::syscall;
 use cella_arena::text::{Pick, TextRanges};
@@ -68,24 +67,6 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: a valid out-pointer (clock_gettime(2)); CLOCK_MONOTONIC cannot fail.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
-}
-
-/// Converts `Instant`s to [`monotonic_ns`] without reading the clock again.
-#[derive(Clone, Copy)]
-pub struct MonotonicClock {
-    instant: Instant,
-    ns: u64,
-}
-
-impl MonotonicClock {
-    pub fn new() -> MonotonicClock {
-        MonotonicClock { instant: Instant::now(), ns: monotonic_ns() }
-    }
-
-    pub fn ns_at(&self, at: Instant) -> u64 {
-        let since = at.saturating_duration_since(self.instant).as_nanos();
-        self.ns.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
-    }
 }
 
 /// Creates this worker thread's preemption timer (before the seal: it may allocate nothing,

@@ -14,7 +14,6 @@
 //! What an admin request is answered with, and how its request is parsed: `admin_answer.rs`.
 
 use std::io::{self, Read, Write};
-use std::time::Instant;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
@@ -26,6 +25,7 @@ use super::admin_answer::{
 use super::Worker;
 use crate::http::encode::{self, FixedSink, HeadFrame, Persistence, Sink};
 use crate::metrics::{self, Gauges, Totals};
+use crate::tick::Tick;
 
 /// Admin connections served at once; one more is answered 503 at accept and closed.
 pub(super) const ADMIN_CONNECTIONS_MAX: usize = 4;
@@ -63,7 +63,7 @@ struct AdminConn {
     /// The response's bytes not yet written: `response[response_start..response_end]`.
     response_start: usize,
     response_end: usize,
-    deadline: Instant,
+    deadline: Tick,
 }
 
 /// Worker 0's admin and agent listeners and its admin connections.
@@ -99,7 +99,7 @@ impl AdminPort {
                 response: vec![0; ADMIN_HEAD_BYTES_MAX + body_bytes_max].into_boxed_slice(),
                 response_start: 0,
                 response_end: 0,
-                deadline: Instant::now(),
+                deadline: Tick::now(),
             })
             .collect();
         Ok(AdminPort {

@@ -6,14 +6,13 @@
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 
-use std::time::Instant;
-
 use cella_arena::Buffer;
 use mio::net::TcpStream;
 
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::encode::Persistence;
 use crate::slot_request::BodyBuf;
+use crate::tick::Tick;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -68,7 +67,7 @@ impl Pending {
 pub(crate) struct Conn {
     pub(super) phase: Phase,
     /// When the current phase times out (see `deadlines.rs`).
-    pub(super) deadline: Option<Instant>,
+    pub(super) deadline: Option<Tick>,
     /// The instance's I/O buffer pair this connection borrows while it reads a request or
     /// writes a response (`read` and `write` are that pair's buffers), or `None` with both
     /// empty: an idle connection holds no buffer memory.
@@ -103,19 +102,19 @@ pub(crate) struct Conn {
     /// In the worker's `io_waiters`: bytes came, no I/O buffer pair was free.
     pub(super) waiting_io: bool,
     /// When the current head started (or its wait for a buffer pair): its age under pressure.
-    pub(super) head_started: Instant,
+    pub(super) head_started: Tick,
     /// The head is complete and its small body is being read into the read buffer before a
     /// slot is claimed: the body deadline runs.
     pub(super) body_before_slot: bool,
     /// Holds one of the instance's `body_slots_max` (its body is arriving into its slot), and
     /// the current rate window: when it started, and the body's length then.
-    pub(super) body_slot: Option<(Instant, usize)>,
+    pub(super) body_slot: Option<(Tick, usize)>,
     pub(super) body: BodyState,
     /// Of the request being served.
     pub(super) request: RequestMeta,
     /// When the worker first parsed the current request's bytes (for its duration metric);
     /// taken when its answer is counted (`observe.rs`).
-    pub(super) request_started: Option<Instant>,
+    pub(super) request_started: Option<Tick>,
     /// Where the current request's head (or what has arrived of it) lies in the read buffer,
     /// as of its last parse: what the access log shows of a request answered without a slot.
     /// Nothing moves those bytes between the parse and the answer (the buffer is compacted
@@ -165,7 +164,7 @@ impl Conn {
             idle_order: 0,
             peer_closed: false,
             waiting_io: false,
-            head_started: Instant::now(),
+            head_started: Tick::now(),
             body_before_slot: false,
             body_slot: None,
             body: BodyState::None,

@@ -3,11 +3,12 @@
 //! wake-up. Must not do more than decide what a passed deadline means and hand it on.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::conn::Phase;
 use super::Worker;
 use crate::http::ErrorKind;
+use crate::tick::Tick;
 
 impl Worker {
     pub(super) fn poll_timeout(&self) -> Duration {
@@ -18,7 +19,7 @@ impl Worker {
                 until = until.min(wake_at);
             }
         }
-        until.saturating_duration_since(Instant::now())
+        until.saturating_duration_since(Tick::now())
     }
 
     /// Enforces connection deadlines.

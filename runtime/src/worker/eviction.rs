@@ -6,12 +6,12 @@
 //! and the wake. Must not read requests or touch slots.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use mio::net::TcpStream;
 
 use super::nudge::Freed;
 use super::Worker;
+use crate::tick::Tick;
 
 impl Worker {
     /// The table is full and nothing of this worker's is idle: asks the worker that reported
@@ -65,7 +65,7 @@ impl Worker {
         }
         let (now, wait) = (self.now, self.settings.full_table_wait);
         let too_old =
-            |held: &(TcpStream, SocketAddr, Instant)| now.saturating_duration_since(held.2) >= wait;
+            |held: &(TcpStream, SocketAddr, Tick)| now.saturating_duration_since(held.2) >= wait;
         while self.held_accepts.front().is_some_and(too_old) {
             if let Some((stream, _, _)) = self.held_accepts.pop_front() {
                 self.turn_away(stream);

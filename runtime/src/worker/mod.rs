@@ -47,7 +47,7 @@ mod watchdog;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use cella_arena::{Arena, ConnectionMemory, WorkerMemory};
 use mio::net::TcpListener;
@@ -67,6 +67,7 @@ pub(crate) use tables::{buffer_table, conn_table, slot_table};
 pub(crate) use watchdog::{start as start_watchdog, Watch};
 
 use crate::pool::{Owned, SharedTable};
+use crate::tick::Tick;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -169,7 +170,7 @@ pub(crate) struct Worker {
     poll: Poll,
     events: Events,
     listener: Option<TcpListener>,
-    accept_paused_until: Option<Instant>,
+    accept_paused_until: Option<Tick>,
     spare_fd: Option<std::fs::File>,
     /// The instance's connection table, of which this worker uses the entries it accepted.
     conns: Owned<Conn>,
@@ -184,7 +185,7 @@ pub(crate) struct Worker {
     io_waiters: std::collections::VecDeque<usize>,
     /// Accepted connections waiting for another worker to close an idle one (`eviction.rs`),
     /// with when they were accepted.
-    held_accepts: std::collections::VecDeque<(mio::net::TcpStream, std::net::SocketAddr, Instant)>,
+    held_accepts: std::collections::VecDeque<(mio::net::TcpStream, std::net::SocketAddr, Tick)>,
     /// The worker asked last when no worker reported idle connections.
     eviction_cursor: usize,
     /// The instance's slots, of which this worker uses only those it claimed.
@@ -200,16 +201,14 @@ pub(crate) struct Worker {
     shared: Arc<Shared>,
     reserve: Arena,
     date: DateCache,
-    now: Instant,
-    next_sweep: Instant,
+    now: Tick,
+    next_sweep: Tick,
     draining: bool,
     /// This worker has seen `Shared::unready`: it still accepts, but closes after each response.
     unready: bool,
     /// This worker's copy of `WorkerStats::arena_high_water_bytes`: the atomic is written only
     /// when this rises.
     arena_high_water_bytes: usize,
-    /// Converts handler deadlines to the preemption timer's clock.
-    clock: crate::sys::MonotonicClock,
     /// The admin and agent listeners and admin connections (worker 0, when configured).
     admin: Option<admin::AdminPort>,
     /// This worker's access log ring (`observe.rs`), when the access log is on.
@@ -282,7 +281,7 @@ impl Worker {
         let memory = setup.memory;
         let conns = Owned::new(setup.conns);
         let table_len = conns.table().len();
-        let now = Instant::now();
+        let now = Tick::now();
         Ok(Worker {
             index: setup.index,
             poll,
@@ -313,7 +312,6 @@ impl Worker {
             draining: false,
             unready: false,
             arena_high_water_bytes: 0,
-            clock: crate::sys::MonotonicClock::new(),
             admin: admin.transpose()?,
             access_log: setup.access_log,
             // After `prepare_thread`, which allocates the TLS of the handler's libraries.
@@ -352,7 +350,7 @@ impl Worker {
             }
             self.watch().set_idle(false);
             self.watch().beat();
-            self.now = Instant::now();
+            self.now = Tick::now();
             self.take_nudge();
             for event in events.iter() {
                 self.dispatch(event);

@@ -23,10 +23,10 @@ impl Worker {
         let now = self.now;
         // Taken: the next request's first parse sets it again.
         let started = self.conns[index].request_started.take().unwrap_or(now);
-        let elapsed = now.saturating_duration_since(started);
-        self.stats().metrics.record_response(status, elapsed);
+        let elapsed_ns = now.nanos_since(started);
+        self.stats().metrics.record_response(status, elapsed_ns);
         if self.access_log.is_some() {
-            self.log_access(index, status, body_bytes as u64, elapsed);
+            self.log_access(index, status, body_bytes as u64, Duration::from_nanos(elapsed_ns));
         }
     }
 

@@ -5,7 +5,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use cella_arena::fds::{self, FdTable};
 use cella_arena::{Arena, Route, SlotMemory};
@@ -18,6 +17,7 @@ use crate::handler::{Handler, Response};
 use crate::http::ErrorKind;
 use crate::net::SlotSockets;
 use crate::slot_request::RawRequest;
+use crate::tick::Tick;
 
 /// One slot of the instance: its memory, and the request and coroutine it holds while a worker
 /// owns it.
@@ -34,8 +34,8 @@ pub(crate) struct Slot {
     pub(super) request: Option<RawRequest>,
     pub(super) conn: usize,
     pub(super) wait: Option<Wait>,
-    pub(super) wake_at: Option<Instant>,
-    pub(super) handler_deadline: Instant,
+    pub(super) wake_at: Option<Tick>,
+    pub(super) handler_deadline: Tick,
     pub(super) fail_alloc_at: u32,
     /// The task allocated from the worker's panic reserve (a panic while its arena was spent):
     /// the reserve is not wiped while any slot holding memory from it is in use.
@@ -66,7 +66,7 @@ impl Slot {
             conn: usize::MAX,
             wait: None,
             wake_at: None,
-            handler_deadline: Instant::now(),
+            handler_deadline: Tick::now(),
             fail_alloc_at: 0,
             holds_reserve: false,
             ended_hard: false,
@@ -106,7 +106,7 @@ impl Worker {
         // Not older than the end of the last handler run (`run_task` moves the clock on): a
         // handler that ran long earlier in this turn must not shorten the next one's deadline.
         slot.handler_deadline = self.now + self.settings.handler_timeout;
-        let deadline_ns = self.clock.ns_at(slot.handler_deadline);
+        let deadline_ns = slot.handler_deadline.ns();
         slot.task.as_mut().expect("just set").set_deadline_ns(deadline_ns);
         slot.route.fail_countdown.set(slot.fail_alloc_at);
         self.resume(slot_index, Wake::Start);
@@ -135,7 +135,7 @@ impl Worker {
         SlotSockets::leave();
         // The one clock read of a request: its answer's time (`count_response`), and the start
         // of whatever this turn does next (deadlines, the next pipelined request).
-        self.now = Instant::now();
+        self.now = Tick::now();
         // A panic took memory from the reserve: the slot may keep it (a caught payload, a
         // response body) until it is released.
         slot.holds_reserve |= self.reserve.used_bytes() > reserve_used_bytes;
@@ -177,7 +177,7 @@ impl Worker {
                 slot.wait = Some(wait);
                 self.set_wake_at(
                     slot_index,
-                    Some(wait.deadline.map_or(deadline, |d| d.min(deadline))),
+                    Some(wait.deadline.map_or(deadline, |d| Tick::of_instant(d).min(deadline))),
                 );
                 // A handler that waits may wait long: with nothing buffered, its connection's
                 // I/O buffer pair serves others meanwhile (it borrows one again to answer).
@@ -228,7 +228,7 @@ impl Worker {
         }
     }
 
-    pub(super) fn set_wake_at(&mut self, slot_index: usize, wake_at: Option<Instant>) {
+    pub(super) fn set_wake_at(&mut self, slot_index: usize, wake_at: Option<Tick>) {
         let previous = std::mem::replace(&mut self.slots[slot_index].wake_at, wake_at);
         self.waiting_slots =
             self.waiting_slots + usize::from(wake_at.is_some()) - usize::from(previous.is_some());
@@ -324,7 +324,7 @@ impl Worker {
         if self.waiting_slots == 0 {
             return;
         }
-        let now = Instant::now();
+        let now = Tick::now();
         for slot_index in 0..self.slots.table().len() {
             if !self.slots.owns(slot_index) {
                 continue;
