@@ -629,6 +629,31 @@ fn idle_connections_hold_no_io_buffers() {
 }
 
 #[test]
+fn a_free_io_buffer_pair_one_worker_keeps_goes_to_a_connection_waiting_on_another() {
+    // Two workers, two pairs. After keep-alive requests on both workers, each may keep one
+    // free pair for its next read, and the pool is empty; a connection mid-head then holds one
+    // pair. A new request on the worker without a pair must get the other worker's at once:
+    // finding the pool dry, it wakes the worker that keeps it. Were the kept pair stranded, the
+    // request would wait until the mid-head connection is cut off (408, after 1 s) instead.
+    let server = ServerProcess::start(&["--workers", "2", "--set", "io_buffers=2"]);
+    let addr = server.addr();
+    for _ in 0..12 {
+        let mut idle: Vec<Client> = (0..8).map(|_| Client::connect(addr)).collect();
+        for client in &mut idle {
+            assert_eq!(client.get("/").status, 200);
+        }
+        let mut holding = connection_mid_head(addr);
+        let started = Instant::now();
+        for _ in 0..4 {
+            assert_eq!(get(addr, "/").status, 200);
+        }
+        holding.send(b"host: t\r\n\r\n");
+        assert_eq!(holding.response().status, 200, "served, not cut off for a stranded pair");
+        assert!(started.elapsed() < Duration::from_millis(900), "{:?}", started.elapsed());
+    }
+}
+
+#[test]
 fn io_buffer_limit_allows_exact_limit_and_is_enforced() {
     let server = ServerProcess::start(&["--set", "io_buffers=2"]);
     let addr = server.addr();

@@ -258,6 +258,21 @@ impl<T> Owned<T> {
         self.owned.get(index).copied().unwrap_or(false)
     }
 
+    /// The entry at `index` if this worker owns it (one check for "is it still mine?" and the
+    /// access that follows).
+    #[inline(always)]
+    pub(crate) fn get(&self, index: usize) -> Option<&T> {
+        // SAFETY: as in `Index::index`, for an index `owns` accepted (so in bounds).
+        self.owns(index).then(|| unsafe { &*(*self.cells.add(index)).get() })
+    }
+
+    /// As [`Owned::get`], mutable.
+    #[inline(always)]
+    pub(crate) fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        // SAFETY: as in `IndexMut::index_mut`, for an index `owns` accepted (so in bounds).
+        self.owns(index).then(|| unsafe { &mut *(*self.cells.add(index)).get() })
+    }
+
     pub(crate) fn table(&self) -> &SharedTable<T> {
         &self.table
     }

@@ -82,6 +82,20 @@ impl From<String> for Body<'_> {
     }
 }
 
+/// A content type a constructor sets: its value, and its header line as sent (written with one
+/// copy).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ContentType {
+    pub(crate) value: &'static str,
+    pub(crate) line: &'static [u8],
+}
+
+macro_rules! content_type {
+    ($value:literal) => {
+        ContentType { value: $value, line: concat!("content-type: ", $value, "\r\n").as_bytes() }
+    };
+}
+
 /// A response. `Content-Length`, `Date` and `Connection` are written by the runtime.
 #[derive(Debug, Clone)]
 pub struct Response<'a> {
@@ -89,7 +103,7 @@ pub struct Response<'a> {
     /// The content type [`Response::text`], [`Response::json`] and [`Response::bytes`] set: one
     /// of their constants, a valid field value, so the runtime writes it without checking it
     /// and without an allocation (most responses carry no other header).
-    pub(crate) content_type: Option<&'static str>,
+    pub(crate) content_type: Option<ContentType>,
     /// The headers added with [`Response::header`] (checked when the response is sent).
     pub(crate) headers: Vec<(Text<'a>, Text<'a>)>,
     pub(crate) body: Body<'a>,
@@ -106,20 +120,20 @@ impl<'a> Response<'a> {
 
     /// 200 with a `text/plain; charset=utf-8` body.
     pub fn text(body: impl Into<Body<'a>>) -> Self {
-        Self::typed("text/plain; charset=utf-8").body(body)
+        Self::typed(content_type!("text/plain; charset=utf-8")).body(body)
     }
 
     /// 200 with an `application/json` body.
     pub fn json(body: impl Into<Body<'a>>) -> Self {
-        Self::typed("application/json").body(body)
+        Self::typed(content_type!("application/json")).body(body)
     }
 
     /// 200 with an `application/octet-stream` body.
     pub fn bytes(body: impl Into<Body<'a>>) -> Self {
-        Self::typed("application/octet-stream").body(body)
+        Self::typed(content_type!("application/octet-stream")).body(body)
     }
 
-    fn typed(content_type: &'static str) -> Self {
+    fn typed(content_type: ContentType) -> Self {
         Response { content_type: Some(content_type), ..Self::new(StatusCode::OK) }
     }
 
@@ -157,7 +171,7 @@ impl<'a> Response<'a> {
     /// Every header of the response as the handler built it: the content type its
     /// constructor set, then those added with [`Response::header`].
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        let typed = self.content_type.map(|content_type| ("content-type", content_type));
+        let typed = self.content_type.map(|content_type| ("content-type", content_type.value));
         typed.into_iter().chain(self.added_headers())
     }
 
@@ -186,6 +200,14 @@ mod tests {
         assert_eq!(response.headers.capacity(), 0, "no header added, nothing allocated");
         let plain = Response::new(StatusCode::NO_CONTENT);
         assert_eq!(headers(&plain), []);
+    }
+
+    #[test]
+    fn each_content_type_line_is_its_header_as_sent() {
+        for response in [Response::text(""), Response::json(""), Response::bytes("")] {
+            let typed = response.content_type.expect("set by the constructor");
+            assert_eq!(typed.line, format!("content-type: {}\r\n", typed.value).as_bytes());
+        }
     }
 
     #[test]

@@ -3,6 +3,13 @@
 //! it (idle between requests, or its handler running with nothing buffered), so an idle
 //! connection costs no buffer memory. When every pair is lent, a connection that must read
 //! waits in `io_waiters` (its head deadline runs). Must not parse, respond or touch slots.
+//!
+//! A worker keeps at most one free pair for its own next read (`Worker::io_spare`) while no
+//! connection of the instance waits for one: a keep-alive request then borrows and returns it
+//! without the pool's atomic operations (~200 instructions a request). A connection on another
+//! worker that finds the pool dry wakes every worker that may keep one (`nudge.rs`), and the
+//! kept pair goes back to the pool on that worker's next loop turn. The kept pair shows as
+//! lent in the admin's `io_buffers_free`.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -19,12 +26,19 @@ const HEAD_PRESSURE_AGE_MIN: Duration = Duration::from_secs(1);
 impl Worker {
     /// Borrows a pair for connection `index` if it has none. `false`: every pair is lent.
     pub(super) fn borrow_io_buffers(&mut self, index: usize) -> bool {
-        if self.conns[index].io.is_some() {
+        // One reference to the entry throughout (the pools are other fields of the worker).
+        let conn = &mut self.conns[index];
+        if conn.io.is_some() {
             return true;
         }
-        let Some(pair) = self.bufs.claim() else { return false };
+        let pair = match self.io_spare.take() {
+            Some(pair) => pair,
+            None => match self.bufs.claim() {
+                Some(pair) => pair,
+                None => return false,
+            },
+        };
         let memory = self.bufs[pair].take().expect("a free I/O buffer pair is in its cell");
-        let conn = &mut self.conns[index];
         debug_assert!(conn.read_start == conn.read_end && conn.write_start == conn.write_end);
         (conn.read, conn.write) = (memory.read, memory.write);
         (conn.read_start, conn.read_end, conn.write_start, conn.write_end) = (0, 0, 0, 0);
@@ -39,10 +53,11 @@ impl Worker {
         let empty = conn.read_start == conn.read_end
             && conn.write_start == conn.write_end
             && conn.pending.is_none();
-        if empty || conn.phase == Phase::Free {
-            self.return_io_buffers(index);
+        if !empty && conn.phase != Phase::Free {
+            return conn.io.is_none();
         }
-        self.conns[index].io.is_none()
+        self.return_io_buffers(index);
+        true
     }
 
     /// Gives connection `index`'s pair back, whatever it holds (the connection is closing).
@@ -53,17 +68,51 @@ impl Worker {
         let write = std::mem::replace(&mut conn.write, cella_arena::Buffer::empty());
         (conn.read_start, conn.read_end, conn.write_start, conn.write_end) = (0, 0, 0, 0);
         self.bufs[pair] = Some(cella_arena::ConnectionMemory { read, write });
+        if self.io_spare.is_none() && self.may_keep_io_spare() {
+            self.io_spare = Some(pair);
+            return;
+        }
         self.bufs.release(pair);
         self.nudge_waiters(Freed::IoBuffers);
         self.admit_io_waiters();
     }
 
+    /// Whether this worker may keep a free pair: none of its connections waits for one (they
+    /// would take it at once) and no other worker's does. Says it may keep one before it looks
+    /// (`nudge.rs`: a worker that starts waiting after this look wakes this one).
+    fn may_keep_io_spare(&self) -> bool {
+        if !self.io_waiters.is_empty() {
+            return false;
+        }
+        self.announce_io_spare();
+        // SeqCst: after the announcement (see `nudge.rs`).
+        self.shared.io_waiting.load(Ordering::SeqCst) == 0
+    }
+
+    /// A connection of the instance waits for a pair: the one this worker keeps goes back to
+    /// the pool (called every loop turn, after a wake).
+    pub(super) fn release_io_spare_if_wanted(&mut self) {
+        // SeqCst: pairs with the waiter's increment (`nudge.rs`); a plain load on x86.
+        if self.io_spare.is_some() && self.shared.io_waiting.load(Ordering::SeqCst) > 0 {
+            if let Some(pair) = self.io_spare.take() {
+                self.bufs.release(pair);
+                self.nudge_waiters(Freed::IoBuffers);
+            }
+        }
+    }
+
     /// Lets connections waiting for a pair try again while the instance has free pairs (one per
     /// free pair). A pair freed by another worker wakes this one at once (`nudge.rs`).
+    #[inline]
     pub(super) fn admit_io_waiters(&mut self) {
-        if self.io_waiters.is_empty() {
-            return;
+        // Inlined check, the rest out of line: called on every loop turn and every return.
+        if !self.io_waiters.is_empty() {
+            self.admit_io_waiters_now();
         }
+    }
+
+    #[inline(never)]
+    fn admit_io_waiters_now(&mut self) {
         let mut free = self.bufs.table().pool().free_count();
         while free > 0 {
             let Some(waiter) = self.io_waiters.pop_front() else { break };
@@ -91,14 +140,16 @@ impl Worker {
         // Before this turn's `admit_io_waiters` looks at the pool (`nudge.rs`).
         self.set_waiting(Freed::IoBuffers, true);
         self.stats().io_buffer_waits.fetch_add(1, Ordering::Relaxed);
-        // Relaxed: a hint for the other workers' sweeps (`relieve_io_pressure`).
-        self.shared.io_waiting.fetch_add(1, Ordering::Relaxed);
+        // SeqCst: then the workers that may keep a free pair are woken to give it back
+        // (`nudge.rs`); also a hint for the other workers' sweeps (`relieve_io_pressure`).
+        self.shared.io_waiting.fetch_add(1, Ordering::SeqCst);
+        self.wake_io_spare_keepers();
     }
 
     /// Connection `index` no longer waits for a pair (it got one, or it closed).
     pub(super) fn stop_waiting_for_io_buffers(&mut self, index: usize) {
         if std::mem::take(&mut self.conns[index].waiting_io) {
-            self.shared.io_waiting.fetch_sub(1, Ordering::Relaxed);
+            self.shared.io_waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }
 

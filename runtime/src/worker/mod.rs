@@ -183,6 +183,8 @@ pub(crate) struct Worker {
     idle_count: u64,
     /// Connections with bytes to read that wait for an I/O buffer pair.
     io_waiters: std::collections::VecDeque<usize>,
+    /// A free I/O buffer pair this worker keeps for its next read (`buffers.rs`).
+    io_spare: Option<usize>,
     /// Accepted connections waiting for another worker to close an idle one (`eviction.rs`),
     /// with when they were accepted.
     held_accepts: std::collections::VecDeque<(mio::net::TcpStream, std::net::SocketAddr, Tick)>,
@@ -292,6 +294,7 @@ impl Worker {
             slot_waiters: std::collections::VecDeque::with_capacity(table_len),
             runnable: std::collections::VecDeque::with_capacity(table_len),
             io_waiters: std::collections::VecDeque::with_capacity(table_len),
+            io_spare: None,
             held_accepts: std::collections::VecDeque::with_capacity(settings.full_table_held_max),
             eviction_cursor: setup.index,
             idle_count: 0,
@@ -342,16 +345,19 @@ impl Worker {
             }
             let timeout = self.poll_timeout();
             let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
-            self.watch().set_idle(true);
+            // Looked up once a turn (the poll borrows another field of the worker).
+            let watch = &self.shared.watches[self.index];
+            watch.set_idle(true);
             if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
                 if error.kind() != io::ErrorKind::Interrupted {
                     crate::sys::write_stderr(b"cella: epoll_wait failed; worker retrying\n");
                 }
             }
-            self.watch().set_idle(false);
-            self.watch().beat();
+            watch.set_idle(false);
+            watch.beat();
             self.now = Tick::now();
             self.take_nudge();
+            self.release_io_spare_if_wanted();
             for event in events.iter() {
                 self.dispatch(event);
             }

@@ -39,6 +39,9 @@ pub(crate) struct Nudge {
     evictions: AtomicUsize,
     /// Woken and has not yet run a loop turn since: another wake would add nothing.
     pending: AtomicBool,
+    /// It may keep a free I/O buffer pair for its next read (`buffers.rs`): set the first time
+    /// it keeps one and never cleared (a stale flag costs a wake when the pool runs dry).
+    keeps_io_spare: AtomicBool,
 }
 
 /// What came free.
@@ -126,6 +129,27 @@ impl Worker {
     pub(super) fn nudge_waiters(&self, freed: Freed) {
         for (worker, nudge) in self.shared.nudges.iter().enumerate() {
             if worker != self.index && nudge.wants(freed).load(Ordering::SeqCst) {
+                nudge.wake();
+            }
+        }
+    }
+
+    /// This worker may keep a free I/O buffer pair; it looks at `Shared::io_waiting` next.
+    /// With the waiter's increment of `io_waiting` and then load of this flag (all `SeqCst`),
+    /// either the waiter sees the flag and wakes this worker, or this worker sees the waiter
+    /// and keeps nothing: a kept pair is never left unwanted while a connection waits.
+    pub(super) fn announce_io_spare(&self) {
+        let flag = &self.nudge().keeps_io_spare;
+        if !flag.load(Ordering::Relaxed) {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A connection of this worker waits for an I/O buffer pair (after `io_waiting` counts
+    /// it): wakes the other workers that may keep a free one.
+    pub(super) fn wake_io_spare_keepers(&self) {
+        for (worker, nudge) in self.shared.nudges.iter().enumerate() {
+            if worker != self.index && nudge.keeps_io_spare.load(Ordering::SeqCst) {
                 nudge.wake();
             }
         }

@@ -17,10 +17,8 @@ impl Worker {
         loop {
             // The entry may have been closed (and given back to the instance) since `index` was
             // queued or stored, or on the way.
-            if !self.conns.owns(index) {
-                return;
-            }
-            let progressed = match self.conns[index].phase {
+            let Some(conn) = self.conns.get(index) else { return };
+            let progressed = match conn.phase {
                 Phase::Free | Phase::WaitingSlot | Phase::Running => false,
                 Phase::Idle | Phase::Head => self.read_head(index),
                 Phase::Body => self.read_body(index),
@@ -33,10 +31,7 @@ impl Worker {
         }
         // Stuck until more bytes come: send what is queued (pipelined responses go out here,
         // in one write).
-        if !self.conns.owns(index) {
-            return; // Closed on the way.
-        }
-        let conn = &mut self.conns[index];
+        let Some(conn) = self.conns.get_mut(index) else { return }; // Closed on the way.
         if conn.phase != Phase::Free
             && conn.phase != Phase::Writing
             && conn.write_end > conn.write_start
@@ -48,10 +43,10 @@ impl Worker {
     }
 
     pub(super) fn read_head(&mut self, index: usize) -> bool {
-        if self.conns[index].io.is_none() {
+        let mut conn = &mut self.conns[index];
+        if conn.io.is_none() {
             // An idle connection holds no buffer: it borrows one when a readiness event says
             // bytes (or the end of the stream) may have come, and gives it back below if not.
-            let conn = &self.conns[index];
             if !conn.readable && !conn.eof && !conn.waiting_io {
                 return false;
             }
@@ -59,8 +54,8 @@ impl Worker {
                 self.wait_for_io_buffers(index);
                 return false;
             }
+            conn = &mut self.conns[index];
         }
-        let conn = &mut self.conns[index];
         if conn.read_start == conn.read_end || conn.phase == Phase::Head {
             conn.fill();
         }
@@ -93,13 +88,13 @@ impl Worker {
         // The loop's clock: read at the start of the turn, and again after each answer
         // (`count_response`), so it is not older than the previous request's answer.
         let now = self.now;
-        self.conns[index].request_started.get_or_insert(now);
+        let conn = &mut self.conns[index];
+        conn.request_started.get_or_insert(now);
         let mut storage =
             [std::mem::MaybeUninit::uninit(); cella_shared::limits::HEADERS_COUNT_MAX];
         let headers = &mut storage[..self.settings.headers_count_max];
         // What the access log reads of a request answered without a slot: it stops at the end
         // of the head, so the body or pipelined requests after it do not matter.
-        let conn = &mut self.conns[index];
         conn.head_range = (conn.read_start, conn.read_end);
         let conn = &self.conns[index];
         let buffered = conn.buffered();
@@ -222,12 +217,16 @@ impl Worker {
             }
         }
         conn.phase = Phase::Body;
-        self.conns[index].deadline = Some(self.now + self.settings.body_read_timeout);
+        conn.deadline = Some(self.now + self.settings.body_read_timeout);
         true
     }
 
     pub(super) fn read_body(&mut self, index: usize) -> bool {
         let conn = &mut self.conns[index];
+        if matches!(conn.body, BodyState::None) {
+            // No body (most requests): nothing to read, no state to copy out and back.
+            return self.body_complete(index);
+        }
         let mut state = conn.body;
         let done: Result<bool, ErrorKind> = match &mut state {
             BodyState::None => Ok(true),
@@ -290,8 +289,17 @@ impl Worker {
             }
             return false;
         }
-        self.give_back_body_slot(index);
-        let conn = &mut self.conns[index];
+        self.body_complete(index)
+    }
+
+    /// Connection `index`'s request is complete (its body, if any, is in the slot's arena):
+    /// starts its handler.
+    fn body_complete(&mut self, index: usize) -> bool {
+        let mut conn = &mut self.conns[index];
+        if conn.body_slot.is_some() {
+            self.give_back_body_slot(index);
+            conn = &mut self.conns[index];
+        }
         let slot_index = conn.slot.expect("a connection reading a body holds a slot");
         let body = match conn.body {
             BodyState::None => None,
@@ -299,7 +307,7 @@ impl Worker {
         };
         conn.body = BodyState::None;
         conn.phase = Phase::Running;
-        self.conns[index].deadline = None;
+        conn.deadline = None;
         let slot = &mut self.slots[slot_index];
         if let (Some(request), Some(body)) = (slot.request.as_mut(), body) {
             request.set_body(body, &slot.arena);

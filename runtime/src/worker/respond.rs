@@ -196,7 +196,7 @@ fn put_head(
 ) -> Result<(), encode::Full> {
     encode::put_frame(sink, frame)?;
     if let Some(content_type) = response.content_type {
-        encode::put_header(sink, "content-type", content_type.as_bytes())?;
+        sink.put(content_type.line)?;
     }
     for (name, value) in response.added_headers() {
         if !encode::header_owned_by_runtime(name) {

@@ -115,8 +115,11 @@ impl Worker {
     /// Runs a slot's task with its allocations routed to its arena.
     pub(super) fn run_task(&mut self, slot_index: usize, wake: Wake) -> Step<Response<'static>> {
         self.watch().beat();
-        self.set_wake_at(slot_index, None);
         let slot = &mut self.slots[slot_index];
+        // As `set_wake_at(slot_index, None)`, through the reference already taken.
+        if slot.wake_at.take().is_some() {
+            self.waiting_slots -= 1;
+        }
         super::watchdog::running(&self.shared.watches[self.index], &slot.request);
         slot.wait = None;
         slot.route.arena = &slot.arena;
@@ -147,7 +150,7 @@ impl Worker {
             }
             Step::Finished(_) => slot.task = None,
         }
-        if self.slots[slot_index].ended_hard {
+        if slot.ended_hard {
             self.check_after_hard_cancel(slot_index);
         }
         step
@@ -237,8 +240,11 @@ impl Worker {
     /// Wipes a slot whose task has ended and puts it back in the pool, or retires it when the
     /// escape check finds something still pointing into its arena.
     pub(super) fn release_slot(&mut self, slot_index: usize) {
-        self.set_wake_at(slot_index, None);
         let slot = &mut self.slots[slot_index];
+        // As `set_wake_at(slot_index, None)`, through the reference already taken.
+        if slot.wake_at.take().is_some() {
+            self.waiting_slots -= 1;
+        }
         debug_assert!(slot.task.is_none(), "a slot is released only after its task ended");
         if let Some(response) = slot.response.take() {
             slot.drop_in_route(response);
@@ -268,7 +274,6 @@ impl Worker {
         // The request stays until the escape check has named it (its bytes are in the arena,
         // not wiped yet).
         if !self.retire_if_escaped(slot_index) {
-            self.slots[slot_index].request = None;
             self.wipe_and_free(slot_index);
         }
         self.wipe_reserve_if_unheld();
@@ -278,6 +283,7 @@ impl Worker {
     /// The end of a slot's release: wipes its arena and gives it back to the pool.
     fn wipe_and_free(&mut self, slot_index: usize) {
         let slot = &mut self.slots[slot_index];
+        slot.request = None;
         if self.settings.quarantine {
             slot.arena.wipe_with(cella_arena::QUARANTINE_FILL_BYTE);
         } else {
@@ -301,10 +307,16 @@ impl Worker {
     /// Lets connections waiting for a slot try again while the instance has free slots (one
     /// per free slot: the others keep their place). A slot freed by another worker wakes this
     /// one at once (`nudge.rs`).
+    #[inline]
     pub(super) fn admit_slot_waiters(&mut self) {
-        if self.slot_waiters.is_empty() {
-            return;
+        // Inlined check, the rest out of line: called on every loop turn and every release.
+        if !self.slot_waiters.is_empty() {
+            self.admit_slot_waiters_now();
         }
+    }
+
+    #[inline(never)]
+    fn admit_slot_waiters_now(&mut self) {
         let mut free = self.slots.table().pool().free_count();
         while free > 0 {
             let Some(waiter) = self.slot_waiters.pop_front() else { break };
