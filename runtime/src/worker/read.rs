@@ -62,7 +62,11 @@ impl Worker {
         if conn.read_start == conn.read_end {
             if conn.eof {
                 self.close(index);
-            } else if conn.phase == Phase::Idle {
+            } else {
+                // Nothing of a request has come: the pair goes back, in `Head` too (a
+                // connection that waited for a pair is in `Head`, its deadline running, and
+                // may find nothing once it has one: a stale readiness event of the entry's
+                // previous connection). Holding it would starve the others for nothing.
                 self.return_io_buffers_if_empty(index);
             }
             return false;
