@@ -52,13 +52,15 @@ use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::time::Instant;
 
-use corosensei::stack::{Stack, StackPointer};
 use corosensei::trap::CoroutineTrapHandler;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
 use cella_arena::{runtime_depth, set_runtime_depth, SlotMemory};
 
+mod stack;
 mod trap;
+use stack::protect_span;
+pub use stack::{protect_headroom, SlotStack, STACK_HEADROOM_BYTES};
 use trap::TrapContext;
 pub use trap::{on_preempt_signal, on_stack_fault, Preempt, Trap};
 
@@ -107,13 +109,6 @@ pub enum Fault {
 
 /// Bytes at the low end of every slot stack, above the guard page, that only a panic or code
 /// already running when the stack ran out may use (see the module documentation). Measured on
-/// x86_64 Linux with the release build (the testapp's `/panic-at-stack-limit/{0..4096}` and
-/// `/println-at-stack-limit/{0..4096}`, lowest non-zero byte of a zeroed headroom after each): a
-/// panic started with 0 to 4 KiB left (our hook, the message formatted into the reserve,
-/// `_Unwind_RaiseException`, the landing pads, `catch_unwind`) used at most 5,352 bytes of it,
-/// and a `println!` of a formatted value at most 2,216; 16 KiB is three times the larger.
-pub const STACK_HEADROOM_BYTES: usize = 16 << 10;
-
 /// Why a suspension point returned at once instead of suspending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -127,35 +122,6 @@ pub enum Refusal {
 
 /// The unwind payload of a clean cancellation (zero-sized: boxing it allocates nothing).
 struct Cancelled;
-
-/// A slot's stack as corosensei sees it: `limit` includes the guard page.
-#[derive(Clone, Copy, Debug)]
-pub struct SlotStack {
-    base: StackPointer,
-    limit: StackPointer,
-}
-
-impl SlotStack {
-    pub fn new(slot: &SlotMemory) -> SlotStack {
-        let base = slot.stack.end() & !15;
-        SlotStack {
-            base: StackPointer::new(base).expect("the stack is not at address 0"),
-            limit: StackPointer::new(slot.guard.ptr.as_ptr() as usize).expect("not at address 0"),
-        }
-    }
-}
-
-// SAFETY: base and limit are 16-byte aligned (the stack span is page-aligned and we align the
-// end down), the span between them is owned by this slot alone, and the lowest page of it is a
-// PROT_NONE guard page, as corosensei requires of a `Stack`.
-unsafe impl Stack for SlotStack {
-    fn base(&self) -> StackPointer {
-        self.base
-    }
-    fn limit(&self) -> StackPointer {
-        self.limit
-    }
-}
 
 type Co<R> = Coroutine<Wake, Yield, Result<R, Fault>, SlotStack>;
 
@@ -314,27 +280,6 @@ impl<R: 'static> Task<R> {
     }
 }
 
-/// `mprotect(2)` of whole pages of a slot stack; `Err` with the OS error.
-fn protect_span(start: *mut u8, len: usize, read_write: bool) -> std::io::Result<()> {
-    let protection = if read_write { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_NONE };
-    // SAFETY: mprotect(2) on page-aligned pages of our own mapping (a slot's stack span: the
-    // guard page's end is page-aligned and the headroom is whole pages); async-signal-safe, so
-    // the fault handler may call it too.
-    let result = unsafe { libc::mprotect(start.cast(), len, protection) };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Protects `slot`'s stack headroom (once, at startup). The stack must be larger than twice
-/// the headroom.
-pub fn protect_headroom(slot: &SlotMemory) -> std::io::Result<()> {
-    assert!(slot.stack.len >= 2 * STACK_HEADROOM_BYTES, "the slot stack holds its headroom");
-    protect_span(slot.guard.end() as *mut u8, STACK_HEADROOM_BYTES, false)
-}
-
 /// Bytes of stack the running handler has left before its headroom (0 when it is in it);
 /// `None` outside a handler.
 pub fn stack_remaining_bytes() -> Option<usize> {
@@ -394,9 +339,10 @@ pub fn in_handler() -> bool {
 pub unsafe fn on_arena_exhausted(_layout: Layout) -> ! {
     let yielder = YIELDER.with(Cell::get);
     if !yielder.is_null() {
-        set_runtime_depth(1); // Never resumed: the depth is reset by the next task.
-                              // SAFETY: as in `suspend`. The scheduler answers `Yield::Overrun` with `force_reset`
-                              // and never resumes this stack.
+        // Never resumed: the depth is reset by the next task.
+        set_runtime_depth(1);
+        // SAFETY: as in `suspend`. The scheduler answers `Yield::Overrun` with `force_reset`
+        // and never resumes this stack.
         unsafe { (*yielder).suspend(Yield::Overrun) };
     }
     crate::sys::write_stderr(b"cella: fatal: arena exhausted outside a handler's stack\n");

@@ -16,7 +16,8 @@ use std::cell::Cell;
 
 use corosensei::trap::{CoroutineTrapHandler, TrapHandlerRegs};
 
-use super::{protect_span, Fault, STACK_HEADROOM_BYTES, TRAP};
+use super::stack::protect_span;
+use super::{Fault, STACK_HEADROOM_BYTES, TRAP};
 
 /// Everything the signal handlers need to turn an overflow or a preemption into a return;
 /// lives in the `Task`.

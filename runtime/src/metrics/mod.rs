@@ -4,8 +4,8 @@
 //! Each worker counts into its own [`WorkerMetrics`] (inside its `WorkerStats`, on their own
 //! cache lines): atomics, but written with a plain Relaxed load and store since only their
 //! worker writes them; nothing on the request path takes a lock, a locked instruction for a
-//! counter, or touches another worker's counters. A scrape sums every worker's counters into a [`Totals`] on the
-//! stack and renders it with the instance's gauges. A scrape is not a snapshot: counters are
+//! counter, or touches another worker's counters. A scrape sums every worker's counters into a
+//! [`Totals`] on the stack (`totals.rs`) and renders it with the instance's gauges. A scrape is not a snapshot: counters are
 //! read one after another while workers go on counting, so two series of one scrape may be a
 //! few requests apart (a histogram's `+Inf` bucket and `_count` are the same sum, always).
 //!
@@ -19,8 +19,11 @@ use crate::http::ErrorKind;
 use crate::worker::WorkerStats;
 
 mod render;
+mod totals;
 
 pub(crate) use render::{render, METRICS_BYTES_MAX};
+pub use totals::Rejections;
+pub(crate) use totals::{HistogramTotals, Totals};
 
 /// Status codes counted under their own `code` label; any other is counted under its class
 /// (`code="2xx"`), so the number of series stays fixed whatever handlers return.
@@ -215,178 +218,6 @@ impl WorkerMetrics {
     pub(crate) fn reject(&self, reason: Reason) {
         // Relaxed: statistics.
         self.rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Requests and connections turned away before a handler ran, by reason (public in
-/// [`crate::Stats`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Rejections {
-    /// Every slot was busy: 503 with `Retry-After`.
-    pub no_slot: u64,
-    /// The connection table was full with nothing idle to close: 503 and close.
-    pub too_many_connections: u64,
-    /// Out of file descriptors: the newest connection was closed at once.
-    pub fd_limit: u64,
-    /// Request line or head too large (414, 431).
-    pub head_too_large: u64,
-    /// Body larger than `request_body_size_max` (413).
-    pub body_too_large: u64,
-    /// Head not received within `header_read_timeout_ms` (408).
-    pub head_timeout: u64,
-    /// Body not received within `body_read_timeout_ms` (408).
-    pub body_timeout: u64,
-    /// `body_slots_max` slots held by bodies still arriving (408).
-    pub body_slots_full: u64,
-    /// Body slower than `body_rate_min_bytes_per_s` (408).
-    pub body_too_slow: u64,
-    /// Protocol errors: malformed heads, framing, chunks, targets (400, 417, 501, 505).
-    pub malformed: u64,
-}
-
-impl Rejections {
-    fn of(counts: &[u64; Reason::ALL.len()]) -> Rejections {
-        let count = |reason: Reason| counts[reason as usize];
-        Rejections {
-            no_slot: count(Reason::NoSlot),
-            too_many_connections: count(Reason::TooManyConnections),
-            fd_limit: count(Reason::FdLimit),
-            head_too_large: count(Reason::HeadTooLarge),
-            body_too_large: count(Reason::BodyTooLarge),
-            head_timeout: count(Reason::HeadTimeout),
-            body_timeout: count(Reason::BodyTimeout),
-            body_slots_full: count(Reason::BodySlotsFull),
-            body_too_slow: count(Reason::BodyTooSlow),
-            malformed: count(Reason::Malformed),
-        }
-    }
-}
-
-/// A histogram summed over the workers: per-bucket counts (not cumulative), the count above
-/// the last bound, and the sum.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct HistogramTotals<const N: usize> {
-    bounds: &'static [u64; N],
-    counts: [u64; N],
-    above: u64,
-    sum: u64,
-}
-
-impl<const N: usize> HistogramTotals<N> {
-    fn new(bounds: &'static [u64; N]) -> Self {
-        HistogramTotals { bounds, counts: [0; N], above: 0, sum: 0 }
-    }
-
-    fn add(&mut self, histogram: &Histogram<N>) {
-        // Relaxed: statistics.
-        for (total, count) in self.counts.iter_mut().zip(&histogram.counts) {
-            *total = total.wrapping_add(count.load(Ordering::Relaxed));
-        }
-        self.above = self.above.wrapping_add(histogram.above.load(Ordering::Relaxed));
-        self.sum = self.sum.wrapping_add(histogram.sum.load(Ordering::Relaxed));
-    }
-
-    fn count(&self) -> u64 {
-        self.counts.iter().fold(self.above, |total, &count| total.wrapping_add(count))
-    }
-}
-
-/// Every worker's counters, summed (built on the stack by a scrape or `RunningServer::stats`).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Totals {
-    pub(crate) responses: [u64; CODE_COUNTERS],
-    pub(crate) duration_us: HistogramTotals<{ DURATION_BOUNDS_US.len() }>,
-    pub(crate) arena_high_water_bytes: HistogramTotals<{ ARENA_BOUNDS_BYTES.len() }>,
-    pub(crate) rejected: [u64; Reason::ALL.len()],
-    pub(crate) overruns: u64,
-    pub(crate) panics: u64,
-    pub(crate) stack_overflows: u64,
-    pub(crate) handler_timeouts: u64,
-    pub(crate) client_gone: u64,
-    pub(crate) connections_accepted: u64,
-    pub(crate) idle_evictions: u64,
-    pub(crate) io_buffer_waits: u64,
-    pub(crate) probes: u64,
-    pub(crate) access_log_lines: u64,
-    pub(crate) access_log_dropped: u64,
-    /// Words the escape check found pointing into released arenas.
-    pub(crate) escapes: u64,
-    /// Slots retired because of them.
-    pub(crate) slots_retired: u64,
-}
-
-impl Totals {
-    pub(crate) fn of(stats: &[WorkerStats]) -> Totals {
-        let mut totals = Totals {
-            responses: [0; CODE_COUNTERS],
-            duration_us: HistogramTotals::new(&DURATION_BOUNDS_US),
-            arena_high_water_bytes: HistogramTotals::new(&ARENA_BOUNDS_BYTES),
-            rejected: [0; Reason::ALL.len()],
-            overruns: 0,
-            panics: 0,
-            stack_overflows: 0,
-            handler_timeouts: 0,
-            client_gone: 0,
-            connections_accepted: 0,
-            idle_evictions: 0,
-            io_buffer_waits: 0,
-            probes: 0,
-            access_log_lines: 0,
-            access_log_dropped: 0,
-            escapes: 0,
-            slots_retired: 0,
-        };
-        // Relaxed: statistics; nothing is ordered by them.
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        for worker in stats {
-            let metrics = &worker.metrics;
-            for (total, counter) in totals.responses.iter_mut().zip(&metrics.responses) {
-                *total = total.wrapping_add(load(counter));
-            }
-            for (total, counter) in totals.rejected.iter_mut().zip(&metrics.rejected) {
-                *total = total.wrapping_add(load(counter));
-            }
-            totals.duration_us.add(&metrics.duration_us);
-            totals.arena_high_water_bytes.add(&metrics.arena_high_water_bytes);
-            totals.overruns = totals.overruns.wrapping_add(load(&worker.overruns));
-            totals.panics = totals.panics.wrapping_add(load(&worker.panics));
-            totals.stack_overflows =
-                totals.stack_overflows.wrapping_add(load(&worker.stack_overflows));
-            totals.handler_timeouts =
-                totals.handler_timeouts.wrapping_add(load(&worker.handler_timeouts));
-            totals.client_gone = totals.client_gone.wrapping_add(load(&metrics.client_gone));
-            totals.connections_accepted =
-                totals.connections_accepted.wrapping_add(load(&worker.connections_accepted));
-            totals.idle_evictions =
-                totals.idle_evictions.wrapping_add(load(&worker.idle_evictions));
-            totals.io_buffer_waits =
-                totals.io_buffer_waits.wrapping_add(load(&worker.io_buffer_waits));
-            totals.probes = totals.probes.wrapping_add(load(&worker.probes));
-            totals.access_log_lines =
-                totals.access_log_lines.wrapping_add(load(&metrics.access_log_lines));
-            totals.access_log_dropped =
-                totals.access_log_dropped.wrapping_add(load(&metrics.access_log_dropped));
-            totals.escapes = totals.escapes.wrapping_add(load(&worker.escapes));
-            totals.slots_retired = totals.slots_retired.wrapping_add(load(&worker.slots_retired));
-        }
-        totals
-    }
-
-    pub(crate) fn rejections(&self) -> Rejections {
-        Rejections::of(&self.rejected)
-    }
-
-    /// Responses by status class, `[1xx, 2xx, 3xx, 4xx, 5xx]`.
-    pub(crate) fn responses_by_class(&self) -> [u64; 5] {
-        let mut classes = [0u64; 5];
-        for (code, count) in CODES.iter().zip(&self.responses) {
-            let class = &mut classes[usize::from(code / 100) - 1];
-            *class = class.wrapping_add(*count);
-        }
-        for (class, count) in classes.iter_mut().zip(&self.responses[CODES.len()..]) {
-            *class = class.wrapping_add(*count);
-        }
-        classes
     }
 }
 
