@@ -173,7 +173,7 @@ impl Router {
             }
         }
         if let Some((_, params, handler)) = best {
-            return handler.handle(&Request { params, ..request.clone() });
+            return handler.handle(&Request { params: Some(params), ..request.clone() });
         }
         if let Some(fallback) = &self.fallback {
             return fallback.handle(request);
@@ -240,7 +240,7 @@ impl Handler for Router {
                     return route.handler.handle(request);
                 }
             } else if let Some(params) = captured(&route.segments, request.path, Match::Whole) {
-                let routed = Request { params, ..request.clone() };
+                let routed = Request { params: Some(params), ..request.clone() };
                 return route.handler.handle(&routed);
             }
         }

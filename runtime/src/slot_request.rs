@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use cella_arena::{AllocError, Arena};
 use http::Method;
 
-use crate::handler::{Params, Request};
+use crate::handler::Request;
 use crate::http::parse::{Head, PathPart};
 
 #[derive(Clone, Copy, Debug)]
@@ -186,7 +186,7 @@ impl RawRequest {
                 body: std::slice::from_raw_parts(self.body.ptr, self.body.len),
                 remote: self.remote,
                 arena: &*self.arena,
-                params: Params::default(),
+                params: None,
             }
         }
     }

@@ -211,5 +211,8 @@ impl Worker {
                 _ => conn.close_after = true,
             }
         }
+        // A draining worker keeps no free pair (`may_keep_io_spare`): the workers still
+        // draining after it has exited must find every free pair in the pool.
+        self.release_io_spare();
     }
 }

@@ -81,7 +81,9 @@ impl Worker {
     /// would take it at once) and no other worker's does. Says it may keep one before it looks
     /// (`nudge.rs`: a worker that starts waiting after this look wakes this one).
     fn may_keep_io_spare(&self) -> bool {
-        if !self.io_waiters.is_empty() {
+        // Draining: the worker exits once its connections are closed, and a pair kept then
+        // would never go back.
+        if self.draining || !self.io_waiters.is_empty() {
             return false;
         }
         self.announce_io_spare();
@@ -90,14 +92,22 @@ impl Worker {
     }
 
     /// A connection of the instance waits for a pair: the one this worker keeps goes back to
-    /// the pool (called every loop turn, after a wake).
+    /// the pool. Called every loop turn (after a wake) and before every handler run, so a
+    /// waiter waits at most for the keeper's current handler run.
+    #[inline]
     pub(super) fn release_io_spare_if_wanted(&mut self) {
-        // SeqCst: pairs with the waiter's increment (`nudge.rs`); a plain load on x86.
+        // SeqCst: pairs with the waiter's increment in `wait_for_io_buffers` (`nudge.rs`); a
+        // plain load on x86.
         if self.io_spare.is_some() && self.shared.io_waiting.load(Ordering::SeqCst) > 0 {
-            if let Some(pair) = self.io_spare.take() {
-                self.bufs.release(pair);
-                self.nudge_waiters(Freed::IoBuffers);
-            }
+            self.release_io_spare();
+        }
+    }
+
+    /// Gives the pair this worker keeps (if any) back to the pool.
+    pub(super) fn release_io_spare(&mut self) {
+        if let Some(pair) = self.io_spare.take() {
+            self.bufs.release(pair);
+            self.nudge_waiters(Freed::IoBuffers);
         }
     }
 
@@ -149,6 +159,8 @@ impl Worker {
     /// Connection `index` no longer waits for a pair (it got one, or it closed).
     pub(super) fn stop_waiting_for_io_buffers(&mut self, index: usize) {
         if std::mem::take(&mut self.conns[index].waiting_io) {
+            // SeqCst: the count the keepers load (`may_keep_io_spare`,
+            // `release_io_spare_if_wanted`); it orders nothing else.
             self.shared.io_waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }

@@ -1,6 +1,7 @@
 //! A worker: one thread with its own mio `Poll`, its own SO_REUSEPORT listener, and its own
 //! share of connections. Nothing on the request path is shared with another worker except
-//! relaxed statistics counters and the lock-free pools that make capacity the instance's.
+//! relaxed statistics counters, the lock-free pools that make capacity the instance's, and the
+//! flags and counts with which workers wake each other for what comes free (`nudge.rs`).
 //!
 //! A connection holds no slot while it is idle or sending its head. When the head is complete
 //! it claims a slot (or gets 503), its body is read into the slot's arena, the handler runs on
@@ -18,8 +19,8 @@
 //! `respond` (errors, responses, what follows a response), `deadlines` (the sweep), `probes`
 //! (liveness and readiness), `admin`, `admin_answer` and `agent` (worker 0's admin and
 //! agent-check listeners), `observe` (metrics and the access log), `taint` (the last rung of
-//! the ladder), `settings` and `shared` (the counters and flags the workers share). Nothing here imports the top-level server; `http/` knows nothing
-//! of this module.
+//! the ladder), `settings` and `shared` (the counters and flags the workers share). Nothing
+//! here imports the top-level server; `http/` knows nothing of this module.
 
 mod admin;
 mod admin_answer;
@@ -279,6 +280,7 @@ impl Worker {
                 self.start_drain();
             }
             if self.draining && self.live_conns == 0 {
+                self.release_io_spare();
                 return;
             }
             let timeout = self.poll_timeout();

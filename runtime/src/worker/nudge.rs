@@ -140,6 +140,8 @@ impl Worker {
     /// and keeps nothing: a kept pair is never left unwanted while a connection waits.
     pub(super) fn announce_io_spare(&self) {
         let flag = &self.nudge().keeps_io_spare;
+        // Relaxed: only this worker stores the flag, and once set it stays set; the store
+        // below is the one the argument above needs (SeqCst, before the count's load).
         if !flag.load(Ordering::Relaxed) {
             flag.store(true, Ordering::SeqCst);
         }

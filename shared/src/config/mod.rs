@@ -101,7 +101,7 @@ config_keys! {
     listen: SocketAddr = "127.0.0.1:8080";
     /// Worker threads; 0 means one per available core.
     workers: usize = "0";
-    /// Slots in total, shared out evenly between workers. A request holds one slot while its
+    /// Slots of the instance; any worker uses any free one. A request holds one slot while its
     /// body is read, its handler runs and its response is written.
     slots: usize = "64";
     /// Stack of each slot's handler coroutine (rounded up to whole pages). Past it: 500.
