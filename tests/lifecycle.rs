@@ -654,6 +654,35 @@ fn a_free_io_buffer_pair_one_worker_keeps_goes_to_a_connection_waiting_on_anothe
 }
 
 #[test]
+fn a_slot_kept_for_a_pipelined_request_that_has_not_come_whole_goes_back_at_once() {
+    // Two slots, two workers. A pipelined request frees its slot with the next request's head
+    // half buffered: the slot, kept for that request, must go back to the instance when the
+    // head turns out incomplete. Were it kept, a sleeping handler holding the other slot would
+    // leave nothing for a request on the other worker: 503 (in the rounds where the kernel puts
+    // the half head on one worker and the sleeper and a request on the other).
+    let server = ServerProcess::start(&["--workers", "2", "--slots", "2"]);
+    let addr = server.addr();
+    for _ in 0..16 {
+        let mut half = connection_mid_head(addr);
+        let mut sleeper = Client::connect(addr);
+        sleeper.send(b"GET /sleep/150 HTTP/1.1\r\nhost: t\r\n\r\n");
+        thread::sleep(Duration::from_millis(20)); // The sleeper holds its slot.
+        for _ in 0..3 {
+            assert_eq!(get(addr, "/").status, 200, "a slot is free while a head is half sent");
+        }
+        assert_eq!(sleeper.response().status, 200);
+        half.send(b"host: t\r\n\r\n");
+        assert_eq!(half.response().status, 200);
+    }
+    // Whole pipelined batches on one slot: each request takes the slot the one before freed.
+    let mut client = Client::connect(addr);
+    client.send(&b"GET /alloc/1 HTTP/1.1\r\nhost: t\r\n\r\n".repeat(16));
+    for _ in 0..16 {
+        assert_eq!(client.response().text(), "1024");
+    }
+}
+
+#[test]
 fn io_buffer_limit_allows_exact_limit_and_is_enforced() {
     let server = ServerProcess::start(&["--set", "io_buffers=2"]);
     let addr = server.addr();

@@ -125,37 +125,32 @@ impl Totals {
             slots_retired: 0,
         };
         // Relaxed: statistics; nothing is ordered by them.
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let sum = |total: &mut u64, counter: &AtomicU64| {
+            *total = total.wrapping_add(counter.load(Ordering::Relaxed));
+        };
         for worker in stats {
             let metrics = &worker.metrics;
             for (total, counter) in totals.responses.iter_mut().zip(&metrics.responses) {
-                *total = total.wrapping_add(load(counter));
+                sum(total, counter);
             }
             for (total, counter) in totals.rejected.iter_mut().zip(&metrics.rejected) {
-                *total = total.wrapping_add(load(counter));
+                sum(total, counter);
             }
             totals.duration_us.add(&metrics.duration_us);
             totals.arena_high_water_bytes.add(&metrics.arena_high_water_bytes);
-            totals.overruns = totals.overruns.wrapping_add(load(&worker.overruns));
-            totals.panics = totals.panics.wrapping_add(load(&worker.panics));
-            totals.stack_overflows =
-                totals.stack_overflows.wrapping_add(load(&worker.stack_overflows));
-            totals.handler_timeouts =
-                totals.handler_timeouts.wrapping_add(load(&worker.handler_timeouts));
-            totals.client_gone = totals.client_gone.wrapping_add(load(&metrics.client_gone));
-            totals.connections_accepted =
-                totals.connections_accepted.wrapping_add(load(&worker.connections_accepted));
-            totals.idle_evictions =
-                totals.idle_evictions.wrapping_add(load(&worker.idle_evictions));
-            totals.io_buffer_waits =
-                totals.io_buffer_waits.wrapping_add(load(&worker.io_buffer_waits));
-            totals.probes = totals.probes.wrapping_add(load(&worker.probes));
-            totals.access_log_lines =
-                totals.access_log_lines.wrapping_add(load(&metrics.access_log_lines));
-            totals.access_log_dropped =
-                totals.access_log_dropped.wrapping_add(load(&metrics.access_log_dropped));
-            totals.escapes = totals.escapes.wrapping_add(load(&worker.escapes));
-            totals.slots_retired = totals.slots_retired.wrapping_add(load(&worker.slots_retired));
+            sum(&mut totals.overruns, &worker.overruns);
+            sum(&mut totals.panics, &worker.panics);
+            sum(&mut totals.stack_overflows, &worker.stack_overflows);
+            sum(&mut totals.handler_timeouts, &worker.handler_timeouts);
+            sum(&mut totals.client_gone, &metrics.client_gone);
+            sum(&mut totals.connections_accepted, &worker.connections_accepted);
+            sum(&mut totals.idle_evictions, &worker.idle_evictions);
+            sum(&mut totals.io_buffer_waits, &worker.io_buffer_waits);
+            sum(&mut totals.probes, &worker.probes);
+            sum(&mut totals.access_log_lines, &metrics.access_log_lines);
+            sum(&mut totals.access_log_dropped, &metrics.access_log_dropped);
+            sum(&mut totals.escapes, &worker.escapes);
+            sum(&mut totals.slots_retired, &worker.slots_retired);
         }
         totals
     }

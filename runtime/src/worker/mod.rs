@@ -124,6 +124,12 @@ pub(crate) struct Worker {
     io_waiters: std::collections::VecDeque<usize>,
     /// A free I/O buffer pair this worker keeps for its next read (`buffers.rs`).
     io_spare: Option<usize>,
+    /// A wiped slot handed from a pipelined request to the next one already buffered on its
+    /// connection, without the pool; given back at the end of the `drive` that kept it
+    /// (`slots.rs`).
+    slot_spare: Option<usize>,
+    /// Set by `respond` for the release that follows: keep the slot in `slot_spare`.
+    keep_freed_slot: bool,
     /// Accepted connections waiting for another worker to close an idle one (`eviction.rs`),
     /// with when they were accepted.
     held_accepts: std::collections::VecDeque<(mio::net::TcpStream, std::net::SocketAddr, Tick)>,
@@ -234,6 +240,8 @@ impl Worker {
             runnable: std::collections::VecDeque::with_capacity(table_len),
             io_waiters: std::collections::VecDeque::with_capacity(table_len),
             io_spare: None,
+            slot_spare: None,
+            keep_freed_slot: false,
             held_accepts: std::collections::VecDeque::with_capacity(settings.full_table_held_max),
             eviction_cursor: setup.index,
             idle_count: 0,
@@ -310,6 +318,8 @@ impl Worker {
             while let Some(index) = self.runnable.pop_front() {
                 self.drive(index);
             }
+            // Never kept past a loop turn (`drive` gives it back already; this is the backstop).
+            self.release_slot_spare();
             if self.now >= self.next_sweep {
                 self.next_sweep = self.now + SWEEP_INTERVAL;
                 self.date.refresh(SystemTime::now());

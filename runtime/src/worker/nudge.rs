@@ -157,6 +157,12 @@ impl Worker {
         }
     }
 
+    /// Whether some worker's connections wait for `freed` (a snapshot, one load per worker).
+    pub(super) fn any_worker_wants(&self, freed: Freed) -> bool {
+        // SeqCst: as in `nudge_waiters`.
+        self.shared.nudges.iter().any(|nudge| nudge.wants(freed).load(Ordering::SeqCst))
+    }
+
     /// The loop is about to look at the pools: a wake from now on must wake it again.
     pub(super) fn take_nudge(&self) {
         let pending = &self.nudge().pending;

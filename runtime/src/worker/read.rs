@@ -14,6 +14,12 @@ use crate::slot_request::{BodyBuf, CopyError, RawRequest};
 impl Worker {
     /// Moves a connection forward as far as it can go without waiting.
     pub(super) fn drive(&mut self, index: usize) {
+        self.drive_connection(index);
+        // A slot kept for this connection's next pipelined request that did not come whole.
+        self.release_slot_spare();
+    }
+
+    fn drive_connection(&mut self, index: usize) {
         loop {
             // The entry may have been closed (and given back to the instance) since `index` was
             // queued or stored, or on the way.
@@ -160,7 +166,8 @@ impl Worker {
                 return false;
             }
         }
-        let Some(slot_index) = self.slots.claim() else {
+        let spare = self.slot_spare.take();
+        let Some(slot_index) = spare.or_else(|| self.slots.claim()) else {
             let (head_len, has_body) = (head.len, head.framing != Framing::Empty);
             self.conns[index].request = meta;
             return self.no_slot(index, head_len, has_body);

@@ -181,7 +181,11 @@ impl Worker {
         if in_buffer {
             // Everything is copied: the slot is free for the next request at once.
             slot.drop_in_route(response);
-            self.conns[index].slot = None;
+            let conn = &mut self.conns[index];
+            conn.slot = None;
+            // Pipelining: the next request is already buffered and takes this slot next.
+            let next_buffered = conn.read_start < conn.read_end && !conn.close_after;
+            self.keep_freed_slot = next_buffered && self.may_keep_slot();
             self.release_slot(slot_index);
         } else {
             slot.response = Some(response);

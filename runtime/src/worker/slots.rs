@@ -277,15 +277,18 @@ impl Worker {
         self.shared.stats[self.index].metrics.arena_high_water_bytes.observe(request_peak);
         // The request stays until the escape check has named it (its bytes are in the arena,
         // not wiped yet).
+        // Taken here, whatever happens to the slot, so it never applies to a later release.
+        let keep = std::mem::take(&mut self.keep_freed_slot);
         if !self.retire_if_escaped(slot_index) {
-            self.wipe_and_free(slot_index);
+            self.wipe_and_free(slot_index, keep);
         }
         self.wipe_reserve_if_unheld();
         self.admit_slot_waiters();
     }
 
-    /// The end of a slot's release: wipes its arena and gives it back to the pool.
-    fn wipe_and_free(&mut self, slot_index: usize) {
+    /// The end of a slot's release: wipes its arena and gives it back to the pool, or keeps it
+    /// for the next pipelined request (`keep`, see `may_keep_slot`).
+    fn wipe_and_free(&mut self, slot_index: usize, keep: bool) {
         let slot = &mut self.slots[slot_index];
         slot.request = None;
         if self.settings.quarantine {
@@ -304,8 +307,35 @@ impl Worker {
         if self.settings.quarantine {
             slot.memory.arena.protect(false).expect("quarantining a slot succeeds");
         }
+        if keep && self.slot_spare.is_none() {
+            self.slot_spare = Some(slot_index);
+            return;
+        }
         self.slots.release(slot_index);
         self.nudge_waiters(Freed::Slot);
+    }
+
+    /// Whether a slot freed by a pipelined request may go straight to the next request of the
+    /// same connection (already buffered, parsed in the same `drive`) instead of through the
+    /// pool: it is busy again at once either way, so no request of the instance could have had
+    /// it. Not in quarantine (a freed slot must rest), not while draining, and not while a
+    /// connection of the instance waits for a slot (it goes to the pool and wakes them).
+    pub(super) fn may_keep_slot(&self) -> bool {
+        !self.settings.quarantine
+            && !self.draining
+            && self.slot_waiters.is_empty()
+            && (self.settings.slot_wait_timeout.is_zero() || !self.any_worker_wants(Freed::Slot))
+    }
+
+    /// Gives the slot kept for a pipelined request back to the pool (the request did not come
+    /// whole, or the `drive` that kept it is over).
+    #[inline]
+    pub(super) fn release_slot_spare(&mut self) {
+        if let Some(slot_index) = self.slot_spare.take() {
+            self.slots.release(slot_index);
+            self.nudge_waiters(Freed::Slot);
+            self.admit_slot_waiters();
+        }
     }
 
     /// Lets connections waiting for a slot try again while the instance has free slots (one
