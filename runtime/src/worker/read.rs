@@ -2,8 +2,6 @@
 //! and reading its body into the slot's arena. Must not write responses (it queues errors
 //! through `respond.rs`) or run handlers (it hands a complete request to `slots.rs`).
 
-use std::sync::atomic::Ordering;
-
 use super::conn::{read_once, BodyState, Phase, RequestMeta};
 use super::Worker;
 use crate::http::chunked::ChunkedDecoder;
@@ -211,7 +209,8 @@ impl Worker {
             }
         };
         let (head_len, expect_continue) = (head.len, head.expect_continue);
-        self.stats().requests.fetch_add(1, Ordering::Relaxed);
+        // Only this worker writes its counters: no locked add (`metrics::add`).
+        crate::metrics::add(&self.stats().requests, 1);
         let conn = &mut self.conns[index];
         conn.consume(head_len);
         conn.slot = Some(slot_index);
