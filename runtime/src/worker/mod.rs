@@ -9,18 +9,18 @@
 //! straight from the arena when it does not fit). The slot is wiped and freed as soon as the
 //! response no longer needs its memory.
 //!
-//! This file owns the event loop and its dispatch; each other file owns one concern:
-//! `tables` (building the instance's slot, connection and buffer tables at startup),
-//! `admission` (accepting, closing, draining), `conn` (a connection's entry), `buffers`
-//! (lending I/O buffer pairs), `nudge` (waking another worker when what it waits for comes
-//! free), `eviction` (a full table closing another worker's idle connection), `read` (heads
-//! and bodies), `bodies` (bodies that hold a slot: their share and rate), `slots` (the
-//! coroutine lifecycle and freeing slots), `escapes` (the escape check at a slot's release),
-//! `respond` (errors, responses, what follows a response), `deadlines` (the sweep), `probes`
-//! (liveness and readiness), `admin`, `admin_answer` and `agent` (worker 0's admin and
-//! agent-check listeners), `observe` (metrics and the access log), `taint` (the last rung of
-//! the ladder), `settings` and `shared` (the counters and flags the workers share). Nothing
-//! here imports the top-level server; `http/` knows nothing of this module.
+//! This file owns the event loop and its dispatch; each other file owns one concern: `tables`
+//! (building the instance's slot, connection and buffer tables at startup), `admission`
+//! (accepting, closing, draining), `conn` (a connection's entry), `buffers` (lending I/O buffer
+//! pairs), `nudge` (waking another worker when what it waits for comes free), `eviction` (a
+//! full table closing another worker's idle connection), `read` (heads and bodies), `bodies`
+//! (bodies that hold a slot: their share and rate), `slots` (the coroutine lifecycle),
+//! `release` (freeing slots), `escapes` (the escape check at a slot's release), `respond`
+//! (errors, responses, what follows a response), `deadlines` (the sweep), `probes` (liveness
+//! and readiness), `admin`, `admin_answer` and `agent` (worker 0's admin and agent-check
+//! listeners), `observe` (metrics and the access log), `taint` (the last rung of the ladder),
+//! `settings` and `shared` (the counters and flags the workers share). Nothing here imports the
+//! top-level server; `http/` knows nothing of this module.
 
 mod admin;
 mod admin_answer;
@@ -36,6 +36,7 @@ mod nudge;
 mod observe;
 mod probes;
 mod read;
+mod release;
 mod request_text;
 mod respond;
 mod settings;
