@@ -14,13 +14,11 @@ import argparse
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from runner import CELLA_ARGS, free_port  # noqa: E402
+from runner import CELLA_ARGS, free_port, wait_listening  # noqa: E402
 
 LEVELS = ["off", "statics", "full"]
 
@@ -36,15 +34,7 @@ def one(binary, level, seconds):
                             + ["--set", f"escape_check={level}"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"{binary} did not start")
-                time.sleep(0.05)
+        wait_listening(proc, port, 20, lambda: f"{binary} did not start")
         before = cpu_seconds(proc.pid)
         out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c8", f"-d{seconds}s",
                               f"http://127.0.0.1:{port}/"], capture_output=True, text=True,

@@ -27,10 +27,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from runner import CELLA_ARGS, free_port  # noqa: E402
+from runner import CELLA_ARGS, free_port, wait_listening  # noqa: E402
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 BODY = b"Hello, World!"
@@ -81,16 +80,11 @@ def measure(build, workload, warmup, requests):
                              "--listen", f"127.0.0.1:{port}"] + CELLA_ARGS + sets, stdout=subprocess.DEVNULL, stderr=log,
                             stdin=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    log.seek(0)
-                    raise SystemExit(f"{binary} did not start under valgrind: {log.read()[-2000:]}")
-                time.sleep(0.2)
+        def failure():
+            log.seek(0)
+            return f"{binary} did not start under valgrind: {log.read()[-2000:]}"
+
+        wait_listening(proc, port, 180, failure)
         send(port, workload, warmup)
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True, timeout=120)
         send(port, workload, requests)

@@ -53,6 +53,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_listening(proc, port, seconds, failure):
+    """Waits until 127.0.0.1:`port` accepts a connection; exits with `failure()` (called only
+    then) if `proc` ends first or `seconds` pass."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                raise SystemExit(failure())
+            time.sleep(0.02)
+
+
 class Server:
     def __init__(self, name, workload):
         self.name, self.workload = name, workload
@@ -62,15 +76,7 @@ class Server:
         command = self.command()
         self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + command, stdout=subprocess.DEVNULL,
                                      stderr=self.stderr, stdin=subprocess.DEVNULL)
-        deadline = time.time() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"{name} did not start: {self.read_stderr()}")
-                time.sleep(0.02)
+        wait_listening(self.proc, self.port, 20, lambda: f"{name} did not start: {self.read_stderr()}")
 
     def command(self):
         port = str(self.port)
